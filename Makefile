@@ -1,0 +1,52 @@
+# Developer commands. `make run` and `make test` are all a fresh clone needs.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+BIN := $(VENV)/bin
+
+.PHONY: help install run serve-prod migrate test test-sqlite check format lint types bench clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact
+	@touch $@
+
+install: $(VENV)/.synced ## Create .venv with every pinned dependency (uv.lock)
+
+run: install ## Serve on http://127.0.0.1:8000 (HOST, PORT override), SQLite + in-memory broker
+	$(BIN)/townsquare serve
+
+migrate: install ## Bring DATABASE_URL's schema up to date
+	$(BIN)/townsquare migrate
+
+test: install ## The whole suite, on SQLite and on PostgreSQL (TEST_POSTGRES_URL)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-sqlite: install ## The suite on the embedded default only
+	$(BIN)/pytest -m "not postgres" $(PYTEST_ARGS)
+
+format: install ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: install ## ruff
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+types: install ## mypy, strict
+	$(BIN)/mypy
+
+check: lint types test ## Format check, lint, types and tests
+
+clean: ## Remove the environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

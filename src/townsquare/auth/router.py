@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from townsquare.auth import service as auth_service
+from townsquare.auth.dependencies import Passwords, Tokens
+from townsquare.auth.exceptions import (
+    InactiveUser,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    RefreshTokenReused,
+)
+from townsquare.auth.schemas import RefreshRequest, TokenPair
+from townsquare.platform.dependencies import SessionDep
+from townsquare.platform.errors import responses
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses=responses(InvalidCredentials, InactiveUser),
+)
+async def issue_token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    passwords: Passwords,
+    codec: Tokens,
+) -> TokenPair:
+    """OAuth2 password flow: `username` is the account's email."""
+    user = await auth_service.authenticate(
+        session, passwords, email=form.username, password=form.password
+    )
+    return await auth_service.login(session, codec, user=user)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses=responses(InvalidRefreshToken, RefreshTokenReused),
+)
+async def refresh_token(body: RefreshRequest, session: SessionDep, codec: Tokens) -> TokenPair:
+    """Trade a refresh token for a new pair. Each refresh token works once; presenting a
+    spent one revokes every token of its login."""
+    return await auth_service.refresh(session, codec, refresh_token=body.refresh_token)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(InvalidRefreshToken),
+)
+async def logout(body: RefreshRequest, session: SessionDep) -> None:
+    """Revoke the refresh token and every token rotated from the same login."""
+    await auth_service.logout(session, refresh_token=body.refresh_token)

@@ -1,0 +1,76 @@
+"""Access tokens: short-lived HS256 JWTs whose algorithm, audience and issuer are pinned."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+from townsquare.auth.exceptions import InvalidToken
+from townsquare.config import Settings
+
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "ver"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    token_version: int
+    expires_at: int
+
+
+class TokenCodec:
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key.get_secret_value()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self.access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+        self.refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
+
+    def encode_access(self, *, user_id: int, token_version: int, now: datetime) -> str:
+        payload = {
+            "sub": str(user_id),
+            "ver": token_version,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self.access_ttl).timestamp()),
+            "iss": self._issuer,
+            "aud": self._audience,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM)
+
+    def decode_access(self, token: str) -> AccessClaims:
+        try:
+            # The algorithm list is pinned: a token that names `none` or any other
+            # algorithm is refused before its signature is even looked at.
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=5,
+            )
+            user_id = int(payload["sub"])
+            version = payload["ver"]
+            if not isinstance(version, int) or user_id < 1:
+                raise InvalidToken()
+            return AccessClaims(user_id=user_id, token_version=version, expires_at=payload["exp"])
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidToken() from exc
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    # Refresh tokens are random 256-bit strings, so a fast hash is enough: the database
+    # never holds a usable token, and lookups stay an index hit.
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,144 @@
+"""`townsquare serve | migrate | create-admin`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from townsquare.config import Settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "townsquare.main:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        # uvicorn accepts 16 MiB WebSocket frames by default; nothing in this protocol
+        # comes close, so a large frame is refused before it is buffered.
+        ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,
+    )
+    return 0
+
+
+async def _migrate(settings: Settings, revision: str) -> None:
+    from townsquare.platform import migrations
+    from townsquare.platform.database import create_database
+
+    database = create_database(settings.database_url)
+    try:
+        await migrations.upgrade(database.engine, revision)
+    finally:
+        await database.dispose()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    from_env = os.environ.get("TOWNSQUARE_ADMIN_PASSWORD")
+    if from_env:
+        return from_env
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise SystemExit("passwords differ")
+    return first
+
+
+async def _create_admin(settings: Settings, *, name: str, email: str, password: str) -> str:
+    from townsquare.auth.passwords import PasswordHasher
+    from townsquare.platform import migrations
+    from townsquare.platform.database import create_database
+    from townsquare.users import service as users_service
+
+    database = create_database(settings.database_url)
+    try:
+        if settings.is_sqlite:
+            await migrations.upgrade(database.engine)
+        hasher = PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+        )
+        async with database.sessions() as session:
+            existing = await users_service.get_user_by_email(session, email)
+            if existing is not None:
+                existing.is_admin = True
+                await session.commit()
+                return f"user {existing.id} <{existing.email}> is now an admin"
+            user = await users_service.create_user(
+                session,
+                name=name,
+                email=email,
+                password_hash=await hasher.hash(password),
+                is_admin=True,
+            )
+            return f"created admin {user.id} <{user.email}>"
+    finally:
+        await database.dispose()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="townsquare", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the API with uvicorn (one process)")
+    serve.add_argument("--host", help="interface (default: HOST)")
+    serve.add_argument("--port", type=int, help="port (default: PORT)")
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("revision", nargs="?", default="head")
+
+    admin = commands.add_parser(
+        "create-admin",
+        help="create an admin account, or make an existing account an admin",
+        description="The password is read from --password-stdin, else from "
+        "TOWNSQUARE_ADMIN_PASSWORD, else asked for on the terminal.",
+    )
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="Administrator")
+    admin.add_argument("--password-stdin", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"townsquare: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings, args.revision))
+        print(f"database migrated to {args.revision}")
+        return 0
+    # create-admin: validate with the same rules as signup.
+    from townsquare.users.schemas import UserCreate
+
+    try:
+        data = UserCreate(name=args.name, email=args.email, password=_read_password(args))
+    except ValidationError as exc:
+        print(f"townsquare: {exc}", file=sys.stderr)
+        return 2
+    print(
+        asyncio.run(
+            _create_admin(settings, name=data.name, email=data.email, password=data.password)
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

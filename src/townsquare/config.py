@@ -1,0 +1,113 @@
+"""Every environment variable the service reads, in one place.
+
+Settings are built once by the caller (the CLI, the app factory, a test) and passed
+down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The placeholder a development checkout runs with; production refuses it.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    env: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="development, test or production; production hides the docs and "
+        "insists on a strong SECRET_KEY.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./townsquare.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///file.db or "
+        "postgresql+asyncpg://user:pass@host/db.",
+    )
+    database_pool_size: int = Field(
+        default=10, ge=1, description="Connections kept open per worker (PostgreSQL)."
+    )
+    database_max_overflow: int = Field(
+        default=20, ge=0, description="Extra connections allowed under burst (PostgreSQL)."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db to share the broker, presence and rate limits "
+        "across workers; unset means in-memory, one process.",
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_SECRET_KEY),
+        description="Key that signs access tokens. At least 32 characters in production.",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins allowed by CORS and the WebSocket "
+        "Origin check. Empty allows no cross-origin browser.",
+    )
+    access_token_ttl_seconds: int = Field(
+        default=900, ge=30, description="Lifetime of an access token (JWT)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=30 * 24 * 3600, ge=60, description="Lifetime of a refresh token."
+    )
+    jwt_issuer: str = Field(default="townsquare", description="`iss` of issued tokens.")
+    jwt_audience: str = Field(default="townsquare", description="`aud` of issued tokens.")
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, description="argon2id iterations (tests may lower it)."
+    )
+    password_hash_memory_kib: int = Field(
+        default=65536, ge=8, description="argon2id memory in KiB (tests may lower it)."
+    )
+    web_concurrency: int = Field(default=2, ge=1, description="Worker processes under gunicorn.")
+    log_level: str = Field(default="INFO", description="Root log level.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @model_validator(mode="after")
+    def _strong_secret_in_production(self) -> Settings:
+        if self.env is Environment.PRODUCTION:
+            secret = self.secret_key.get_secret_value()
+            if secret == DEV_SECRET_KEY or len(secret) < MIN_SECRET_KEY_LENGTH:
+                raise ValueError(
+                    "SECRET_KEY must be set to a random string of at least "
+                    f"{MIN_SECRET_KEY_LENGTH} characters when ENV=production "
+                    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,54 @@
+"""Give every request an id: the caller's `X-Request-ID` when well-formed, else a new one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "x-request-id"
+# Accept only ids a log line can carry safely: no spaces, quotes or control characters.
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def get_request_id() -> str | None:
+    return _request_id.get()
+
+
+def choose_request_id(incoming: str | None) -> str:
+    if incoming is not None and _WELL_FORMED.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = choose_request_id(incoming)
+        # Not reset afterwards on purpose: the server runs each request in its own task
+        # (its own context), and the outermost error handler runs after this returns and
+        # still needs the id.
+        _request_id.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from townsquare.platform.errors import Conflict, Forbidden, NotFound
+
+
+class UserNotFound(NotFound):
+    detail = "User not found"
+
+
+class EmailAlreadyRegistered(Conflict):
+    detail = "A user with this email already exists"
+
+
+class WrongCurrentPassword(Forbidden):
+    detail = "The current password is incorrect"

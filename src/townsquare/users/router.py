@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from townsquare.auth.dependencies import CurrentUser, Passwords
+from townsquare.auth.exceptions import InvalidToken
+from townsquare.platform.dependencies import SessionDep
+from townsquare.platform.errors import responses
+from townsquare.users import service as users_service
+from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound, WrongCurrentPassword
+from townsquare.users.models import User
+from townsquare.users.schemas import MAX_DB_INT, UserCreate, UserPublic, UserRead, UserUpdate
+
+router = APIRouter(tags=["users"])
+
+_AUTH = responses(InvalidToken)
+
+
+def _visible(user: User, viewer: User) -> UserRead | UserPublic:
+    if viewer.is_admin or viewer.id == user.id:
+        return UserRead.model_validate(user)
+    return UserPublic.model_validate(user)
+
+
+@router.post(
+    "/users",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(EmailAlreadyRegistered),
+)
+async def create_user(body: UserCreate, session: SessionDep, passwords: Passwords) -> UserRead:
+    """Sign up. Anyone may call this; the new account is a regular user."""
+    user = await users_service.create_user(
+        session,
+        name=body.name,
+        email=body.email,
+        password_hash=await passwords.hash(body.password),
+    )
+    return UserRead.model_validate(user)
+
+
+@router.get("/users", response_model=list[UserRead | UserPublic], responses=_AUTH)
+async def list_users(
+    viewer: CurrentUser,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_DB_INT, description="Users to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Most users to return.")] = 100,
+) -> list[UserRead | UserPublic]:
+    """Users by id. Emails are shown only to admins (and to each user for themself)."""
+    users = await users_service.list_users(session, skip=skip, limit=limit)
+    return [_visible(user, viewer) for user in users]
+
+
+@router.get(
+    "/users/{user_id}",
+    response_model=UserRead | UserPublic,
+    responses=responses(InvalidToken, UserNotFound),
+)
+async def get_user(
+    user_id: Annotated[int, Path(ge=1, le=MAX_DB_INT, description="The user's id.")],
+    viewer: CurrentUser,
+    session: SessionDep,
+) -> UserRead | UserPublic:
+    return _visible(await users_service.get_user(session, user_id), viewer)
+
+
+@router.get("/me", response_model=UserRead, responses=_AUTH)
+async def read_me(user: CurrentUser) -> UserRead:
+    return UserRead.model_validate(user)
+
+
+@router.patch(
+    "/me",
+    response_model=UserRead,
+    responses=responses(InvalidToken, WrongCurrentPassword, EmailAlreadyRegistered),
+)
+async def update_me(
+    body: UserUpdate, user: CurrentUser, session: SessionDep, passwords: Passwords
+) -> UserRead:
+    """Change one's name, email or password. Email and password changes need
+    `current_password`; a new password ends every other session."""
+    sensitive = body.email is not None or body.password is not None
+    # The schema already insists on current_password when `sensitive`.
+    if sensitive and not await passwords.verify(user.password_hash, body.current_password or ""):
+        raise WrongCurrentPassword()
+    password_hash = await passwords.hash(body.password) if body.password is not None else None
+    updated = await users_service.update_user(
+        session, user, name=body.name, email=body.email, password_hash=password_hash
+    )
+    return UserRead.model_validate(updated)

@@ -1,0 +1,76 @@
+"""Users: creation, lookup, listing and self-service changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound
+from townsquare.users.models import User
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.execute(select(User).where(User.email == email.lower()))
+    return result.scalar_one_or_none()
+
+
+async def list_users(session: AsyncSession, *, skip: int, limit: int) -> Sequence[User]:
+    result = await session.execute(select(User).order_by(User.id).offset(skip).limit(limit))
+    return result.scalars().all()
+
+
+async def count_users(session: AsyncSession) -> int:
+    return (await session.execute(select(func.count()).select_from(User))).scalar_one()
+
+
+async def create_user(
+    session: AsyncSession, *, name: str, email: str, password_hash: str, is_admin: bool = False
+) -> User:
+    if await get_user_by_email(session, email) is not None:
+        raise EmailAlreadyRegistered()
+    user = User(name=name, email=email.lower(), password_hash=password_hash, is_admin=is_admin)
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        # Two signups with one email raced past the check above; the unique index
+        # decided, and the loser gets the same answer as if it had come second.
+        await session.rollback()
+        raise EmailAlreadyRegistered() from exc
+    return user
+
+
+async def update_user(
+    session: AsyncSession,
+    user: User,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    password_hash: str | None = None,
+) -> User:
+    if name is not None:
+        user.name = name
+    if email is not None and email != user.email:
+        if await get_user_by_email(session, email) is not None:
+            raise EmailAlreadyRegistered()
+        user.email = email
+    if password_hash is not None:
+        user.password_hash = password_hash
+        # A new password ends every other session.
+        user.token_version += 1
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise EmailAlreadyRegistered() from exc
+    return user
