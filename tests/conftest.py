@@ -52,7 +52,7 @@ def make_settings(**overrides: Any) -> Settings:
         "password_hash_memory_kib": 64,
         **overrides,
     }
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture
