@@ -16,7 +16,7 @@ from townsquare.config import Settings
 from townsquare.main import create_app
 from townsquare.platform.database import Database
 
-TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")

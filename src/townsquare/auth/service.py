@@ -91,21 +91,21 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     ).scalar_one_or_none()
     if row is None:
         raise InvalidRefreshToken()
-    if row.used_at is not None or row.revoked_at is not None:
-        if row.used_at is not None:
-            # A spent token came back: either its owner or a thief holds a copy, and
-            # we cannot tell which, so the whole login ends.
-            await _revoke_family(session, row.family_id, now)
-            raise RefreshTokenReused()
-        raise InvalidRefreshToken()
-    if row.expires_at <= now:
+    # Plain values: a rollback below expires the ORM row.
+    token_id, family_id, user_id = row.id, row.family_id, row.user_id
+    if row.used_at is not None:
+        # A spent token came back: either its owner or a thief holds a copy, and we
+        # cannot tell which, so the whole login ends.
+        await _revoke_family(session, family_id, now)
+        raise RefreshTokenReused()
+    if row.revoked_at is not None or row.expires_at <= now:
         raise InvalidRefreshToken()
     # Spend the token with a conditional update, so two concurrent refreshes with the
     # same token cannot both succeed: the loser sees a spent token, which is reuse.
     spent = await session.execute(
         update(RefreshToken)
         .where(
-            RefreshToken.id == row.id,
+            RefreshToken.id == token_id,
             RefreshToken.used_at.is_(None),
             RefreshToken.revoked_at.is_(None),
         )
@@ -113,13 +113,13 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        await _revoke_family(session, row.family_id, now)
+        await _revoke_family(session, family_id, now)
         raise RefreshTokenReused()
-    user = await session.get(User, row.user_id)
+    user = await session.get(User, user_id)
     if user is None or not user.is_active:
         await session.commit()
         raise InvalidToken()
-    return await _issue_pair(session, codec, user=user, family_id=row.family_id, now=now)
+    return await _issue_pair(session, codec, user=user, family_id=family_id, now=now)
 
 
 async def logout(session: AsyncSession, *, refresh_token: str) -> None:
@@ -131,6 +131,17 @@ async def logout(session: AsyncSession, *, refresh_token: str) -> None:
     if row is None:
         raise InvalidRefreshToken()
     await _revoke_family(session, row.family_id, utcnow())
+
+
+async def end_all_sessions(session: AsyncSession, user: User) -> None:
+    """Invalidate every access and refresh token of `user`, within the caller's
+    transaction (the caller commits)."""
+    user.token_version += 1
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
 
 
 async def user_for_access_token(session: AsyncSession, codec: TokenCodec, token: str) -> User:

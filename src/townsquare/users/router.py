@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
+from townsquare.auth import service as auth_service
 from townsquare.auth.dependencies import CurrentUser, Passwords
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.platform.dependencies import SessionDep
@@ -80,12 +81,17 @@ async def update_me(
     body: UserUpdate, user: CurrentUser, session: SessionDep, passwords: Passwords
 ) -> UserRead:
     """Change one's name, email or password. Email and password changes need
-    `current_password`; a new password ends every other session."""
+    `current_password`; a new password ends every session, this one included."""
     sensitive = body.email is not None or body.password is not None
     # The schema already insists on current_password when `sensitive`.
     if sensitive and not await passwords.verify(user.password_hash, body.current_password or ""):
         raise WrongCurrentPassword()
-    password_hash = await passwords.hash(body.password) if body.password is not None else None
+    password_hash = None
+    if body.password is not None:
+        password_hash = await passwords.hash(body.password)
+        # A new password ends every session, this one included: a thief holding an old
+        # token loses it, and the owner logs in again with the new password.
+        await auth_service.end_all_sessions(session, user)
     updated = await users_service.update_user(
         session, user, name=body.name, email=body.email, password_hash=password_hash
     )

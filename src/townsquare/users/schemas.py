@@ -54,8 +54,10 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    email: Email | None = None
+    name: Name | None = Field(default=None, description="New display name, 1-100 characters.")
+    email: Email | None = Field(
+        default=None, description="New email address; needs `current_password`."
+    )
     password: Password | None = Field(
         default=None, description="New password; needs `current_password`."
     )

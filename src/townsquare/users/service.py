@@ -66,8 +66,6 @@ async def update_user(
         user.email = email
     if password_hash is not None:
         user.password_hash = password_hash
-        # A new password ends every other session.
-        user.token_version += 1
     try:
         await session.commit()
     except IntegrityError as exc:
