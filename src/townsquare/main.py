@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse
+from starlette.staticfiles import StaticFiles
 
 from townsquare import __version__
 from townsquare.auth.passwords import PasswordHasher
@@ -18,6 +22,14 @@ from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import router as health_router
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.users.router import router as users_router
+
+# The browser client: static files only (no Python in that folder, so nothing but the
+# page, its script and its style can be served from it).
+WEB_DIR = files("townsquare") / "web"
+
+
+async def _web_index(_request: Request) -> FileResponse:
+    return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,4 +76,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.router.add_route("/", _web_index, methods=["GET", "HEAD"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     return app
