@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from townsquare import __version__
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         memory_kib=settings.password_hash_memory_kib,
     )
     app.state.tokens = TokenCodec(settings)
+    app.state.revocations = SessionRevocations()
 
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from townsquare.auth import service as auth_service
 from townsquare.auth.exceptions import AdminRequired, InvalidToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import Unauthorized
@@ -27,7 +28,12 @@ def get_token_codec(connection: HTTPConnection) -> TokenCodec:
     return cast(TokenCodec, connection.app.state.tokens)
 
 
+def get_revocations(connection: HTTPConnection) -> SessionRevocations:
+    return cast(SessionRevocations, connection.app.state.revocations)
+
+
 Passwords = Annotated[PasswordHasher, Depends(get_passwords)]
+Revocations = Annotated[SessionRevocations, Depends(get_revocations)]
 Tokens = Annotated[TokenCodec, Depends(get_token_codec)]
 
 

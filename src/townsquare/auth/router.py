@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from townsquare.auth import service as auth_service
-from townsquare.auth.dependencies import Passwords, Tokens
+from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
     InvalidCredentials,
     InvalidRefreshToken,
+    InvalidToken,
     RefreshTokenReused,
 )
 from townsquare.auth.schemas import RefreshRequest, TokenPair
@@ -58,3 +59,19 @@ async def refresh_token(body: RefreshRequest, session: SessionDep, codec: Tokens
 async def logout(body: RefreshRequest, session: SessionDep) -> None:
     """Revoke the refresh token and every token rotated from the same login."""
     await auth_service.logout(session, refresh_token=body.refresh_token)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(InvalidToken),
+)
+async def logout_everywhere(
+    user: CurrentUser, session: SessionDep, revocations: Revocations
+) -> None:
+    """End every session of the caller: all refresh tokens, all access tokens, and
+    every open WebSocket on every instance."""
+    await auth_service.end_all_sessions(session, user)
+    await session.commit()
+    await revocations.revoked(user.id)

@@ -13,3 +13,7 @@ class EmailAlreadyRegistered(Conflict):
 
 class WrongCurrentPassword(Forbidden):
     detail = "The current password is incorrect"
+
+
+class CannotDemoteSelf(Forbidden):
+    detail = "Admins cannot disable or demote their own account"

@@ -5,14 +5,26 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from townsquare.auth import service as auth_service
-from townsquare.auth.dependencies import CurrentUser, Passwords
-from townsquare.auth.exceptions import InvalidToken
+from townsquare.auth.dependencies import AdminUser, CurrentUser, Passwords, Revocations
+from townsquare.auth.exceptions import AdminRequired, InvalidToken
 from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import responses
 from townsquare.users import service as users_service
-from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound, WrongCurrentPassword
+from townsquare.users.exceptions import (
+    CannotDemoteSelf,
+    EmailAlreadyRegistered,
+    UserNotFound,
+    WrongCurrentPassword,
+)
 from townsquare.users.models import User
-from townsquare.users.schemas import MAX_DB_INT, UserCreate, UserPublic, UserRead, UserUpdate
+from townsquare.users.schemas import (
+    MAX_DB_INT,
+    UserAdminUpdate,
+    UserCreate,
+    UserPublic,
+    UserRead,
+    UserUpdate,
+)
 
 router = APIRouter(tags=["users"])
 
@@ -78,7 +90,11 @@ async def read_me(user: CurrentUser) -> UserRead:
     responses=responses(InvalidToken, WrongCurrentPassword, EmailAlreadyRegistered),
 )
 async def update_me(
-    body: UserUpdate, user: CurrentUser, session: SessionDep, passwords: Passwords
+    body: UserUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    passwords: Passwords,
+    revocations: Revocations,
 ) -> UserRead:
     """Change one's name, email or password. Email and password changes need
     `current_password`; a new password ends every session, this one included."""
@@ -95,4 +111,34 @@ async def update_me(
     updated = await users_service.update_user(
         session, user, name=body.name, email=body.email, password_hash=password_hash
     )
+    if password_hash is not None:
+        await revocations.revoked(updated.id)
+    return UserRead.model_validate(updated)
+
+
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserRead,
+    responses=responses(InvalidToken, AdminRequired, CannotDemoteSelf, UserNotFound),
+)
+async def admin_update_user(
+    user_id: Annotated[int, Path(ge=1, le=MAX_DB_INT, description="The user's id.")],
+    body: UserAdminUpdate,
+    admin: AdminUser,
+    session: SessionDep,
+    revocations: Revocations,
+) -> UserRead:
+    """Admins only: rename, disable or re-enable an account, or change admin rights.
+    Disabling ends every session of the account on every instance."""
+    user = await users_service.get_user(session, user_id)
+    if user.id == admin.id and (body.is_active is False or body.is_admin is False):
+        raise CannotDemoteSelf()
+    disabling = body.is_active is False and user.is_active
+    if disabling:
+        await auth_service.end_all_sessions(session, user)
+    updated = await users_service.set_account_flags(
+        session, user, name=body.name, is_active=body.is_active, is_admin=body.is_admin
+    )
+    if disabling:
+        await revocations.revoked(updated.id)
     return UserRead.model_validate(updated)

@@ -74,6 +74,20 @@ class UserUpdate(BaseModel):
         return self
 
 
+class UserAdminUpdate(BaseModel):
+    """What an admin may change on any account; omitted fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = Field(default=None, description="New display name.")
+    is_active: bool | None = Field(
+        default=None,
+        description="False disables the account: its tokens stop working and its "
+        "WebSockets are closed on every instance.",
+    )
+    is_admin: bool | None = Field(default=None, description="Grant or take admin rights.")
+
+
 class UserPublic(BaseModel):
     """What any signed-in user may see of another."""
 
@@ -88,4 +102,5 @@ class UserRead(UserPublic):
 
     email: EmailStr = Field(description="Email address; shown only to its owner and admins.")
     is_admin: bool = Field(description="Whether the user is an administrator.")
+    is_active: bool = Field(description="False when an admin has disabled the account.")
     created_at: datetime = Field(description="When the account was created (UTC).")

@@ -72,3 +72,21 @@ async def update_user(
         await session.rollback()
         raise EmailAlreadyRegistered() from exc
     return user
+
+
+async def set_account_flags(
+    session: AsyncSession,
+    user: User,
+    *,
+    name: str | None = None,
+    is_active: bool | None = None,
+    is_admin: bool | None = None,
+) -> User:
+    if name is not None:
+        user.name = name
+    if is_active is not None:
+        user.is_active = is_active
+    if is_admin is not None:
+        user.is_admin = is_admin
+    await session.commit()
+    return user
