@@ -44,10 +44,9 @@ class DrainingServer(Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting first (uvicorn does it again below; closing twice is harmless).
+        # The sockets themselves are left to uvicorn and gunicorn to close.
         for server in self.servers:
             server.close()
-        for sock in sockets or []:
-            sock.close()
         drain = _find_drain(self.config.loaded_app)
         if drain is not None:
             await drain.run(within=self.graceful_timeout * DRAIN_SHARE)
