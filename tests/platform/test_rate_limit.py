@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -139,3 +140,28 @@ async def test_rate_limit_with_redis_down_lets_requests_through_and_warns(
     assert any("rate-limit storage unavailable" in r["message"] for r in warnings)
     # Warned once, not once a request.
     assert sum("rate-limit storage" in r["message"] for r in warnings) == 1
+
+
+async def test_rate_limit_with_redis_hung_lets_requests_through_without_hanging(
+    custom_app: Callable[..., FastAPI],
+) -> None:
+    # A "Redis" that accepts connections and never answers.
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    app = limited(custom_app, rate_limit_login="1/minute", redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        async with serve_app(app) as client, asyncio.timeout(10):
+            statuses = [
+                (await client.post("/auth/token", data=LOGIN)).status_code for _ in range(2)
+            ]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert statuses == [401, 401]
