@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.platform.conftest import CapturedLogs
-from townsquare.platform.server import _find_drain, uvicorn_timeout
+from townsquare.platform.server import DrainingServer, _find_drain, uvicorn_timeout
 from townsquare.platform.shutdown import Drain
 
 
@@ -58,3 +60,42 @@ def test_find_drain_looks_through_wrapping_middleware() -> None:
 def test_uvicorn_timeout_leaves_room_inside_graceful_timeout() -> None:
     assert uvicorn_timeout(30) == 28
     assert uvicorn_timeout(1) == 1
+
+
+async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets(
+    sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`townsquare serve`'s server: a drain callback's `bye` reaches the client, then 1012."""
+    import uvicorn
+    import websockets
+
+    from tests.conftest import TEST_SECRET
+    from tests.platform.served_app import create_app
+    from tests.support.server import free_port
+
+    monkeypatch.setenv("ENV", "test")
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DATABASE_URL", sqlite_database_url)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(), host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=3
+    )
+    server = DrainingServer(config, graceful_timeout=5)
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
+                await asyncio.sleep(0.02)
+            async with websockets.connect(f"ws://127.0.0.1:{port}/test/ws") as ws:
+                server.should_exit = True
+                frame = await ws.recv()
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+            await serving
+    finally:
+        server.should_exit = True
+        if not serving.done():
+            serving.cancel()
+    assert frame == '{"type":"bye","reason":"server restart"}'
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012
