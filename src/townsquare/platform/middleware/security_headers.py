@@ -44,9 +44,11 @@ DOCS_CONTENT_SECURITY_POLICY = "; ".join(
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+def _encode(headers: dict[str, str]) -> list[tuple[str, tuple[bytes, bytes]]]:
+    """(lower-case name, raw header) pairs, encoded once at start."""
     return [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+        (name.lower(), (name.lower().encode("latin-1"), value.encode("latin-1")))
+        for name, value in headers.items()
     ]
 
 
@@ -82,9 +84,9 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in extra:
-                    if name.decode("latin-1") not in headers:
-                        headers.raw.append((name, value))
+                for name, raw in extra:
+                    if name not in headers:
+                        headers.raw.append(raw)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
