@@ -26,6 +26,12 @@ install: $(VENV)/.synced ## Create .venv with every pinned dependency (uv.lock)
 run: install ## Serve on http://127.0.0.1:8000 (HOST, PORT override), SQLite + in-memory broker
 	$(BIN)/townsquare serve
 
+serve-prod: install ## Production server: gunicorn, WEB_CONCURRENCY uvicorn workers (gunicorn.conf.py)
+	$(BIN)/gunicorn -c gunicorn.conf.py
+
+bench: install ## Cost of the middleware stack: full app vs bare app, side by side
+	$(BIN)/python -m bench.middleware $(BENCH_ARGS)
+
 migrate: install ## Bring DATABASE_URL's schema up to date
 	$(BIN)/townsquare migrate
 

@@ -1,4 +1,4 @@
-"""`townsquare serve | migrate | create-admin`."""
+"""`townsquare serve | check-config | migrate | create-admin`."""
 
 from __future__ import annotations
 
@@ -17,19 +17,38 @@ from townsquare.config import Settings
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run(
-        "townsquare.main:create_app",
-        factory=True,
+    from townsquare.main import create_app
+    from townsquare.platform.logging import configure_logging
+    from townsquare.platform.server import DrainingServer, uvicorn_timeout
+
+    configure_logging(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings),
         host=args.host or settings.host,
         port=args.port or settings.port,
-        log_level=settings.log_level.lower(),
+        log_config=None,  # configure_logging above: JSON lines, our own access log
+        access_log=False,
         proxy_headers=True,
         # uvicorn accepts 16 MiB WebSocket frames by default; nothing in this protocol
         # comes close, so a large frame is refused before it is buffered.
         ws_max_size=64 * 1024,
         ws_per_message_deflate=False,
+        limit_concurrency=settings.worker_capacity,
+        timeout_graceful_shutdown=uvicorn_timeout(settings.graceful_timeout),
     )
-    return 0
+    server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)
+    server.run()
+    return 0 if server.started else 1
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """One line per bad variable, named as the operator sets it (SECRET_KEY, not secret_key)."""
+    lines = ["townsquare: invalid configuration, refusing to start:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}" if field else f"  {message}")
+    return "\n".join(lines)
 
 
 async def _migrate(settings: Settings, revision: str) -> None:
@@ -91,9 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="townsquare", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the API with uvicorn (one process)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the API with uvicorn in one process (production: gunicorn -c gunicorn.conf.py)",
+    )
     serve.add_argument("--host", help="interface (default: HOST)")
     serve.add_argument("--port", type=int, help="port (default: PORT)")
+
+    commands.add_parser(
+        "check-config", help="validate the environment's settings and exit (0 when valid)"
+    )
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("revision", nargs="?", default="head")
@@ -115,11 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"townsquare: invalid configuration:\n{exc}", file=sys.stderr)
+        print(describe_invalid_settings(exc), file=sys.stderr)
         return 2
 
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command == "check-config":
+        print(f"configuration valid (ENV={settings.env.value})")
+        return 0
     if args.command == "migrate":
         asyncio.run(_migrate(settings, args.revision))
         print(f"database migrated to {args.revision}")

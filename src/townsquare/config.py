@@ -76,6 +76,46 @@ class Settings(BaseSettings):
     )
     web_concurrency: int = Field(default=2, ge=1, description="Worker processes under gunicorn.")
     log_level: str = Field(default="INFO", description="Root log level.")
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let browsers send cookies/HTTP auth cross-origin. Refused together "
+        "with a `*` in ALLOWED_ORIGINS. Bearer tokens do not need it.",
+    )
+    rate_limit_enabled: bool = Field(
+        default=True, description="Turn HTTP rate limiting on or off (tests turn it off)."
+    )
+    rate_limit_default: str = Field(
+        default="120/minute",
+        description="Limit per signed-in user (per client IP when anonymous) on every route "
+        "but the probes and /metrics.",
+    )
+    rate_limit_login: str = Field(
+        default="10/minute", description="Limit per client IP on POST /auth/token."
+    )
+    rate_limit_signup: str = Field(
+        default="5/minute", description="Limit per client IP on POST /users (signup)."
+    )
+    rate_limit_key_prefix: str = Field(
+        default="townsquare:ratelimit", description="Prefix of the rate-limit keys in Redis."
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="How long /ready waits for each dependency."
+    )
+    graceful_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a stopping worker has to finish requests and close WebSockets "
+        "before it is killed.",
+    )
+    worker_timeout: int = Field(
+        default=60, ge=1, description="gunicorn kills a worker silent for this many seconds."
+    )
+    worker_capacity: int = Field(
+        default=1000,
+        ge=1,
+        description="Concurrent connections and requests one worker accepts before answering "
+        "503; the denominator of the worker-utilization metric.",
+    )
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -91,6 +131,23 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"unknown log level {value!r}")
         return level
+
+    @field_validator("rate_limit_default", "rate_limit_login", "rate_limit_signup")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # raises ValueError naming the bad string
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.allowed_origins:
+            raise ValueError(
+                "ALLOWED_ORIGINS='*' cannot be combined with CORS_ALLOW_CREDENTIALS=true: "
+                "list the origins, or turn credentials off"
+            )
+        return self
 
     @model_validator(mode="after")
     def _strong_secret_in_production(self) -> Settings:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
@@ -20,8 +24,17 @@ from townsquare.config import Settings
 from townsquare.platform import migrations
 from townsquare.platform.database import create_database
 from townsquare.platform.errors import install_error_handlers
+from townsquare.platform.health import Readiness
 from townsquare.platform.health import router as health_router
+from townsquare.platform.metrics import Metrics
+from townsquare.platform.metrics import router as metrics_router
+from townsquare.platform.middleware.access_log import AccessLogMiddleware
+from townsquare.platform.middleware.metrics import MetricsMiddleware
+from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
+from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
+from townsquare.platform.ratelimit import RateLimiter
+from townsquare.platform.shutdown import Drain
 from townsquare.users.router import router as users_router
 
 # The browser client: static files only (no Python in that folder, so nothing but the
@@ -49,9 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # (`townsquare migrate`), never by N workers racing at start.
             await migrations.upgrade(database.engine)
         app.state.database = database
+
+        async def database_answers() -> None:
+            async with database.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        readiness.add("database", database_answers)
         try:
-            yield
+            async with metrics.sampling():
+                yield
         finally:
+            await rate_limiter.close()
             await database.dispose()
 
     docs = not settings.is_production
@@ -71,13 +92,72 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.tokens = TokenCodec(settings)
     app.state.revocations = SessionRevocations()
+    # Named async checks behind /ready; features add theirs (e.g. "broker").
+    readiness = app.state.readiness = Readiness(timeout=settings.readiness_timeout_seconds)
+    # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
+    app.state.drain = Drain()
+    metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
+    rate_limiter = app.state.rate_limiter = RateLimiter(
+        redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
+    )
 
     install_error_handlers(app)
+    # Added innermost first: a request meets them in the reverse order.
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=rate_limiter,
+            default=settings.rate_limit_default,
+            per_route={
+                ("POST", "/auth/token"): settings.rate_limit_login,
+                ("POST", "/users"): settings.rate_limit_signup,
+            },
+            identify_user=_user_from_bearer(app.state.tokens),
+            exempt_paths={"/health", "/live", "/ready", "/metrics"},
+        )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=settings.cors_allow_credentials,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
+    )
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts=settings.is_production,
+        docs_paths={"/docs", "/redoc", "/docs/oauth2-redirect"} if docs else (),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(auth_router)
     app.include_router(users_router)
     app.router.add_route("/", _web_index, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     return app
+
+
+def _user_from_bearer(codec: TokenCodec) -> Callable[[Scope], str | None]:
+    """The rate limiter's view of the caller: the user id in a valid bearer token.
+
+    Only the signature and expiry are checked (no database), which is enough to pick
+    the counter; the route's own auth still decides whether the request is allowed.
+    """
+
+    def identify(scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() != "bearer" or not token or len(token) > 4096:
+                    return None
+                try:
+                    return str(codec.decode_access(token).user_id)
+                except InvalidToken:
+                    return None
+        return None
+
+    return identify

@@ -57,7 +57,14 @@ def run_server(
 ) -> Iterator[ServerProcess]:
     """Start `townsquare serve` (or `command`) with `env` added; stop it on exit."""
     port = port or free_port()
-    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **env}
+    full_env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        # End-to-end tests sign up many users from one address; rate-limit tests turn it on.
+        "RATE_LIMIT_ENABLED": "false",
+        **env,
+    }
     argv = list(command or [sys.executable, "-m", "townsquare.cli", "serve"])
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -11,6 +11,7 @@ from townsquare.auth.exceptions import AdminRequired, InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.tokens import TokenCodec
+from townsquare.platform.context import set_user_id
 from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import Unauthorized
 from townsquare.users.models import User
@@ -38,6 +39,7 @@ Tokens = Annotated[TokenCodec, Depends(get_token_codec)]
 
 
 async def get_current_user(
+    connection: HTTPConnection,
     session: SessionDep,
     codec: Tokens,
     token: Annotated[str | None, Depends(oauth2_scheme)],
@@ -46,7 +48,11 @@ async def get_current_user(
         raise Unauthorized()
     if len(token) > 4096:
         raise InvalidToken()
-    return await auth_service.user_for_access_token(session, codec, token)
+    user = await auth_service.user_for_access_token(session, codec, token)
+    # For the access log and every log record of this request.
+    connection.state.user_id = user.id
+    set_user_id(user.id)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

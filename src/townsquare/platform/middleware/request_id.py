@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from townsquare.platform.context import set_user_id
+
 HEADER = "x-request-id"
 # Accept only ids a log line can carry safely: no spaces, quotes or control characters.
 _WELL_FORMED = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -44,6 +46,8 @@ class RequestIdMiddleware:
         # (its own context), and the outermost error handler runs after this returns and
         # still needs the id.
         _request_id.set(request_id)
+        # A connection may carry several requests in one task: start each one anonymous.
+        set_user_id(None)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:

@@ -1,0 +1,74 @@
+"""Count and time every request and WebSocket, labelled by route template."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from townsquare.platform.metrics import Metrics
+from townsquare.platform.routes import route_template
+
+# Anything else is folded into one label, so junk methods cannot grow the series count.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self.metrics
+        start = time.perf_counter()
+        status = 500  # an exception escaping the app ends as a 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics.requests_in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            metrics.requests_in_flight.dec()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+            route = route_template(scope)
+            metrics.request_duration.labels(method, route).observe(time.perf_counter() - start)
+            if status >= 500:
+                metrics.server_errors.labels(method, route).inc()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self.metrics
+        accepted = False
+
+        async def receive_and_count() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                metrics.websocket_messages_in.inc()
+            return message
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal accepted
+            await send(message)
+            if message["type"] == "websocket.send":
+                metrics.websocket_messages_out.inc()
+            elif message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                metrics.websockets_open.inc()
+
+        try:
+            await self.app(scope, receive_and_count, send_and_count)
+        finally:
+            if accepted:
+                metrics.websockets_open.dec()

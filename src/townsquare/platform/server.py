@@ -1,0 +1,84 @@
+"""uvicorn, as `townsquare serve` runs it and as gunicorn's workers run it.
+
+Both add one step to uvicorn's shutdown: after the listening sockets close and before
+uvicorn closes connections, the app's `Drain` callbacks run (see `shutdown.py`).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from starlette.types import ASGIApp
+from uvicorn import Config, Server
+from uvicorn_worker import UvicornWorker
+
+from townsquare.platform.shutdown import Drain
+
+# Of the graceful timeout, the share the drain callbacks may use; the rest is for
+# in-flight requests, the lifespan shutdown and the exit.
+DRAIN_SHARE = 0.3
+# uvicorn must be done before gunicorn's graceful timeout kills the worker.
+EXIT_MARGIN_SECONDS = 2.0
+
+
+def _find_drain(app: Any) -> Drain | None:
+    """The `Drain` of the app, looked up through the middleware uvicorn wraps it in."""
+    seen = 0
+    while app is not None and seen < 20:
+        state = getattr(app, "state", None)
+        drain = getattr(state, "drain", None)
+        if isinstance(drain, Drain):
+            return drain
+        app = getattr(app, "app", None)
+        seen += 1
+    return None
+
+
+class DrainingServer(Server):
+    """A uvicorn server that drains the app before closing its connections."""
+
+    def __init__(self, config: Config, *, graceful_timeout: float) -> None:
+        super().__init__(config)
+        self.graceful_timeout = graceful_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting first (uvicorn does it again below; closing twice is harmless).
+        # The sockets themselves are left to uvicorn and gunicorn to close.
+        for server in self.servers:
+            server.close()
+        drain = _find_drain(self.config.loaded_app)
+        if drain is not None:
+            await drain.run(within=self.graceful_timeout * DRAIN_SHARE)
+        await super().shutdown(sockets)
+
+
+def uvicorn_timeout(graceful_timeout: float) -> int:
+    """How long uvicorn waits for in-flight work, leaving room to exit in time."""
+    return max(1, int(graceful_timeout - EXIT_MARGIN_SECONDS))
+
+
+class Worker(UvicornWorker):  # type: ignore[misc]  # the package ships no types
+    """gunicorn worker class: the uvicorn worker with the drain step and our limits."""
+
+    CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (the base class declares it so)
+        "loop": "auto",
+        "http": "auto",
+        "proxy_headers": True,
+        "ws_max_size": 64 * 1024,
+        "ws_per_message_deflate": False,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = uvicorn_timeout(self.cfg.graceful_timeout)
+        self.config.limit_concurrency = self.cfg.worker_connections
+
+    async def _serve(self) -> None:
+        app: ASGIApp = self.wsgi
+        self.config.app = app
+        server = DrainingServer(config=self.config, graceful_timeout=self.cfg.graceful_timeout)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            raise SystemExit(self.arbiter.WORKER_BOOT_ERROR)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+
+from tests.conftest import MakeAccount
+from tests.platform.conftest import CapturedLogs
+from townsquare.platform.logging import JsonFormatter, logging_config
+
+
+async def test_login_and_bearer_requests_never_log_password_or_token(
+    client: httpx.AsyncClient, make_account: MakeAccount, json_logs: CapturedLogs
+) -> None:
+    account = await make_account(password="hunter2-very-secret-pass")
+    me = await client.get("/me", headers=account.headers)
+    with_query = await client.get(
+        f"/users/{account.id}?access_token={account.access_token}", headers=account.headers
+    )
+    refreshed = await client.post("/auth/refresh", json={"refresh_token": account.refresh_token})
+    assert me.status_code == with_query.status_code == refreshed.status_code == 200
+
+    text = json_logs.text
+    assert "hunter2-very-secret-pass" not in text
+    assert account.access_token not in text
+    assert account.refresh_token not in text
+    assert refreshed.json()["access_token"] not in text
+    assert "Bearer" not in text
+    assert "authorization" not in text.lower()
+    assert "access_token=" not in text
+    assert len(json_logs.access()) >= 5  # signup, login, me, user, refresh
+
+
+async def test_access_log_has_route_template_status_duration_ids_and_user(
+    client: httpx.AsyncClient, make_account: MakeAccount, json_logs: CapturedLogs
+) -> None:
+    account = await make_account()
+    response = await client.get(
+        f"/users/{account.id}", headers={**account.headers, "X-Request-ID": "trace-0123456789"}
+    )
+    assert response.headers["x-request-id"] == "trace-0123456789"
+
+    line = json_logs.access()[-1]
+    assert line["method"] == "GET"
+    assert line["route"] == "/users/{user_id}"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float)
+    assert line["request_id"] == "trace-0123456789"
+    assert line["user_id"] == account.id
+    assert line["client_ip"] == "127.0.0.1"
+    assert line["level"] == "INFO"
+
+
+async def test_access_log_for_anonymous_request_after_signed_in_one_has_no_user(
+    client: httpx.AsyncClient, make_account: MakeAccount, json_logs: CapturedLogs
+) -> None:
+    account = await make_account()
+    await client.get("/me", headers=account.headers)
+    await client.get("/health")
+    lines = json_logs.access()
+    assert lines[-2]["user_id"] == account.id
+    assert lines[-1]["user_id"] is None
+
+
+async def test_request_with_malformed_request_id_gets_a_fresh_one_in_logs(
+    client: httpx.AsyncClient, json_logs: CapturedLogs
+) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})
+    request_id = response.headers["x-request-id"]
+    assert request_id != "bad id\twith spaces"
+    assert json_logs.access()[-1]["request_id"] == request_id
+
+
+def test_json_formatter_outputs_one_object_with_extras_and_exception() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", ("it",), None)
+        import sys
+
+        record.exc_info = sys.exc_info()
+    record.route = "/things/{id}"
+    line = JsonFormatter().format(record)
+    assert "\n" not in line.split('"exception"')[0]
+    data = json.loads(line)
+    assert data["message"] == "failed it"
+    assert data["route"] == "/things/{id}"
+    assert "ValueError: boom" in data["exception"]
+
+
+def test_logging_config_silences_server_access_logs_and_uses_json() -> None:
+    config = logging_config("WARNING")
+    assert config["root"]["level"] == "WARNING"
+    assert config["loggers"]["uvicorn.access"]["handlers"] == []
+    assert config["loggers"]["uvicorn.access"]["propagate"] is False
+    assert config["handlers"]["default"]["formatter"] == "json"

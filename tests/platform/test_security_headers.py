@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+
+from tests.platform.conftest import serve_app
+
+
+async def test_response_in_development_has_security_headers_without_hsts(
+    custom_app: Callable[..., FastAPI],
+) -> None:
+    async with serve_app(custom_app(env="development")) as client:
+        response = await client.get("/health")
+    headers = response.headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+    csp = headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "default-src 'self'" in csp
+    assert "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "strict-transport-security" not in headers
+
+
+async def test_response_in_production_has_hsts(custom_app: Callable[..., FastAPI]) -> None:
+    async with serve_app(custom_app(env="production")) as client:
+        response = await client.get("/health")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+async def test_error_response_also_has_security_headers(
+    custom_app: Callable[..., FastAPI],
+) -> None:
+    async with serve_app(custom_app()) as client:
+        response = await client.get("/me")
+    assert response.status_code == 401
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_docs_page_in_development_gets_a_csp_that_allows_swagger_ui(
+    custom_app: Callable[..., FastAPI],
+) -> None:
+    async with serve_app(custom_app(env="development")) as client:
+        docs = await client.get("/docs")
+    assert docs.status_code == 200
+    csp = docs.headers["content-security-policy"]
+    # Swagger UI comes from this CDN and starts from an inline script.
+    assert "cdn.jsdelivr.net" in docs.text
+    assert "https://cdn.jsdelivr.net" in csp
+    assert "'unsafe-inline'" in csp
+    assert "frame-ancestors 'none'" in csp
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/asyncapi.json"])
+async def test_docs_in_production_are_not_served(
+    custom_app: Callable[..., FastAPI], path: str
+) -> None:
+    async with serve_app(custom_app(env="production")) as client:
+        response = await client.get(path)
+    assert response.status_code == 404
+
+
+async def test_openapi_in_development_is_served(custom_app: Callable[..., FastAPI]) -> None:
+    async with serve_app(custom_app(env="development")) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert "/ready" in response.json()["paths"]
