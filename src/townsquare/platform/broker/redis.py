@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 _NETWORK_ERRORS = (RedisError, OSError, TimeoutError)
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Capped exponential delays with "equal jitter": half of each delay is fixed, so
@@ -162,7 +166,7 @@ class RedisBackend:
             await asyncio.wait_for(pubsub.subscribe(key), self._timeout)
             await asyncio.wait_for(asyncio.shield(confirmed), self._timeout)
         except _NETWORK_ERRORS as exc:
-            self._mark_broken(pubsub, f"SUBSCRIBE failed: {exc!r}")
+            self._mark_broken(pubsub, f"SUBSCRIBE failed ({_describe(exc)})")
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self._channels:
@@ -176,7 +180,7 @@ class RedisBackend:
         try:
             await asyncio.wait_for(pubsub.unsubscribe(self._key(channel)), self._timeout)
         except _NETWORK_ERRORS as exc:
-            self._mark_broken(pubsub, f"UNSUBSCRIBE failed: {exc!r}")
+            self._mark_broken(pubsub, f"UNSUBSCRIBE failed ({_describe(exc)})")
 
     async def publish(self, channel: str, payload: bytes) -> None:
         await self._publish(self._key(channel), payload)
@@ -229,7 +233,7 @@ class RedisBackend:
         try:
             receivers = await asyncio.wait_for(self._publisher.publish(key, payload), self._timeout)
         except _NETWORK_ERRORS as exc:
-            raise BrokerUnavailable(f"Redis publish failed: {exc!r}") from exc
+            raise BrokerUnavailable(f"Redis publish failed ({_describe(exc)})") from exc
         return int(receivers)
 
     async def _supervise(self) -> None:
@@ -237,7 +241,7 @@ class RedisBackend:
             try:
                 await self._session()
             except _NETWORK_ERRORS as exc:
-                logger.warning("Redis broker connection lost (%r); reconnecting", exc)
+                logger.warning("Redis broker connection lost (%s); reconnecting", _describe(exc))
             except Exception:
                 logger.exception("Redis broker listener failed; reconnecting")
             delay = self._backoff.delay(self._attempt)
