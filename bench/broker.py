@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import tempfile
 import time
 from pathlib import Path
 
 from tests.support.brokers import RedisServer, eventually, random_prefix
+
 from townsquare.platform.broker.base import BrokerBackend, BrokerUnavailable
 from townsquare.platform.broker.memory import MemoryBackend
 from townsquare.platform.broker.redis import RedisBackend
@@ -92,7 +94,7 @@ async def outage(server: RedisServer) -> dict[str, float]:
         "received": len(received),
         "accepted_but_not_delivered_live": accepted_not_received,
         "duplicates": len(received) - len(set(received)),
-        "out_of_order": sum(1 for a, b in zip(received, received[1:], strict=False) if b <= a),
+        "out_of_order": sum(1 for a, b in itertools.pairwise(received) if b <= a),
     }
 
 
