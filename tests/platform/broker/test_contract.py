@@ -172,3 +172,17 @@ async def test_disconnect_twice_then_connect_again_delivers(make_backend: MakeBa
         assert await receive(broker) == Event("again", b"yes")
     finally:
         await asyncio.wait_for(broker.disconnect(), WAIT)
+
+
+async def test_next_event_waiting_before_connect_receives_after_it(
+    make_backend: MakeBackend,
+) -> None:
+    broker = make_backend()
+    waiter = asyncio.create_task(broker.next_event())
+    await broker.connect()
+    try:
+        await broker.subscribe("early")
+        await broker.publish("early", b"seen")
+        assert await asyncio.wait_for(waiter, WAIT) == Event("early", b"seen")
+    finally:
+        await asyncio.wait_for(broker.disconnect(), WAIT)

@@ -96,6 +96,7 @@ class RedisBackend:
         self._connected_once = asyncio.Event()
         self._healthy = False
         self._broken = False
+        self._closed = False
         self._attempt = 0
         self.dropped = 0
         self.reconnects = 0
@@ -110,7 +111,9 @@ class RedisBackend:
         not-ready instead of crash-looping."""
         if self._listener is not None:
             return
-        self._events = asyncio.Queue(self._queue_size)
+        if self._closed:  # connected again after a disconnect: drop the closing mark
+            self._events = asyncio.Queue(self._queue_size)
+            self._closed = False
         self._connected_once = asyncio.Event()
         # The publisher retries once on a broken connection: after a Redis restart
         # its pooled connections are dead, and a PUBLISH written to one never ran.
@@ -143,6 +146,7 @@ class RedisBackend:
         while not self._events.empty():
             self._events.get_nowait()
         self._events.put_nowait(None)
+        self._closed = True
 
     def is_healthy(self) -> bool:
         return self._healthy and self._listener is not None and not self._listener.done()
