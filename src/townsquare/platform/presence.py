@@ -143,7 +143,8 @@ class RedisPresence:
 
     async def _call(self, command: Awaitable[Any]) -> Any:
         try:
-            return await asyncio.wait_for(command, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await command
         except (RedisError, OSError, TimeoutError) as exc:
             raise PresenceUnavailable(f"presence store unavailable ({type(exc).__name__})") from exc
 

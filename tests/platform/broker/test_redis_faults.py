@@ -188,3 +188,12 @@ async def test_disconnect_during_an_outage_returns_and_wakes_the_consumer(
     await asyncio.wait_for(backend.disconnect(), WAIT)
     with pytest.raises(BrokerClosed):
         await asyncio.wait_for(waiter, WAIT)
+    assert await eventually(lambda: not _listeners_running(), WAIT)
+
+
+def _listeners_running() -> list[asyncio.Task[object]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name() == "redis-broker-listener" and not task.done()
+    ]

@@ -120,10 +120,13 @@ class RedisBackend:
         self._publisher = self._client(Retry(NoBackoff(), 1, (RedisConnectionError,)))
         # The subscriber never retries inside redis-py: the supervisor owns that.
         self._subscriber = self._client(Retry(NoBackoff(), 0))
-        self._listener = asyncio.create_task(self._supervise(), name="redis-broker-listener")
+        self._listener = asyncio.create_task(
+            self._supervise(self._subscriber), name="redis-broker-listener"
+        )
         self._listener.add_done_callback(self._on_listener_done)
         try:
-            await asyncio.wait_for(self._connected_once.wait(), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._connected_once.wait()
         except TimeoutError:
             logger.warning("Redis broker not reachable yet; the listener keeps retrying")
 
@@ -139,7 +142,8 @@ class RedisBackend:
         for client in (self._publisher, self._subscriber):
             if client is not None:
                 with contextlib.suppress(*_NETWORK_ERRORS):
-                    await asyncio.wait_for(client.aclose(), self._timeout)
+                    async with asyncio.timeout(self._timeout):
+                        await client.aclose()
         self._publisher = self._subscriber = None
         self._channels.clear()
         self._release_waiters()
@@ -167,8 +171,9 @@ class RedisBackend:
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations.setdefault(key, deque()).append(confirmed)
         try:
-            await asyncio.wait_for(pubsub.subscribe(key), self._timeout)
-            await asyncio.wait_for(asyncio.shield(confirmed), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await pubsub.subscribe(key)
+                await asyncio.shield(confirmed)
         except _NETWORK_ERRORS as exc:
             self._mark_broken(pubsub, f"SUBSCRIBE failed ({_describe(exc)})")
 
@@ -182,7 +187,8 @@ class RedisBackend:
         if pubsub is None:
             return
         try:
-            await asyncio.wait_for(pubsub.unsubscribe(self._key(channel)), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await pubsub.unsubscribe(self._key(channel))
         except _NETWORK_ERRORS as exc:
             self._mark_broken(pubsub, f"UNSUBSCRIBE failed ({_describe(exc)})")
 
@@ -235,63 +241,83 @@ class RedisBackend:
         if self._publisher is None:
             raise BrokerUnavailable("the Redis broker is not connected")
         try:
-            receivers = await asyncio.wait_for(self._publisher.publish(key, payload), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                receivers = await self._publisher.publish(key, payload)
         except _NETWORK_ERRORS as exc:
             raise BrokerUnavailable(f"Redis publish failed ({_describe(exc)})") from exc
         return int(receivers)
 
-    async def _supervise(self) -> None:
+    def _stopped(self) -> bool:
+        # `disconnect` clears `_listener` before cancelling it, so a listener that
+        # outlives its cancellation (or belongs to an earlier `connect`) stops itself.
+        return self._listener is not asyncio.current_task()
+
+    async def _supervise(self, subscriber: Redis) -> None:
         while True:
             try:
-                await self._session()
+                await self._session(subscriber)
             except _NETWORK_ERRORS as exc:
-                logger.warning("Redis broker connection lost (%s); reconnecting", _describe(exc))
+                if not self._stopped():
+                    logger.warning(
+                        "Redis broker connection lost (%s); reconnecting", _describe(exc)
+                    )
             except Exception:
                 logger.exception("Redis broker listener failed; reconnecting")
+            if self._stopped():
+                return
             delay = self._backoff.delay(self._attempt)
             self._attempt += 1
             await asyncio.sleep(delay)
 
-    async def _session(self) -> None:
+    async def _session(self, subscriber: Redis) -> None:
         """One connection's life: connect, subscribe everything, read until it breaks."""
-        assert self._subscriber is not None
-        pubsub = self._subscriber.pubsub()
+        pubsub = subscriber.pubsub()
         self._broken = False
         try:
-            await asyncio.wait_for(pubsub.connect(), self._timeout)  # type: ignore[no-untyped-call]
+            async with asyncio.timeout(self._timeout):
+                await pubsub.connect()  # type: ignore[no-untyped-call]
             # From here `subscribe` sends its own SUBSCRIBE on this connection, so
             # the snapshot below and the publication of `pubsub` must not be split
             # by an await: a channel added in between would be missed.
             keys = [self._key(channel) for channel in self._channels]
             self._pubsub = pubsub
             # The probe channel goes last: its confirmation means all are subscribed.
-            await asyncio.wait_for(pubsub.subscribe(*keys, self._probe_channel), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await pubsub.subscribe(*keys, self._probe_channel)
             await self._read(pubsub)
         finally:
-            self._healthy = False
-            self._pubsub = None
-            self._release_waiters()
+            if self._pubsub is pubsub:
+                self._healthy = False
+                self._pubsub = None
+                self._release_waiters()
             with contextlib.suppress(*_NETWORK_ERRORS):
-                await asyncio.wait_for(pubsub.aclose(), self._timeout)  # type: ignore[no-untyped-call]
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
         last_heard = loop.time()
         pinged = False
-        while not self._broken:
+        while True:
             message = await pubsub.get_message(timeout=min(1.0, self._keepalive))
+            if self._stopped():
+                return
             now = loop.time()
             if message is not None:
                 last_heard, pinged = now, False
                 self._handle(message)
-            elif now - last_heard > 2 * self._keepalive:
+            if self._broken:
+                raise RedisConnectionError("a command on the subscriber connection failed")
+            if message is not None:
+                continue
+            if now - last_heard > 2 * self._keepalive:
                 raise RedisConnectionError("no reply to PING on the subscriber connection")
-            elif now - last_heard > self._keepalive and not pinged:
+            if now - last_heard > self._keepalive and not pinged:
                 # A half-open connection (a frozen Redis, a dropped route) reads as
                 # silence; a PING that never comes back tells the two apart.
-                await asyncio.wait_for(pubsub.ping(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.ping()
                 pinged = True
-        raise RedisConnectionError("a command on the subscriber connection failed")
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind, key, data = message["type"], message["channel"], message["data"]
