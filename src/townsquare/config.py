@@ -51,6 +51,29 @@ class Settings(BaseSettings):
         description="redis://host:port/db to share the broker, presence and rate limits "
         "across workers; unset means in-memory, one process.",
     )
+    broker_channel_prefix: str = Field(
+        default="townsquare:",
+        min_length=1,
+        description="Prefix of every Redis pub/sub channel, so several deployments can "
+        "share one Redis.",
+    )
+    broker_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Redis connect/publish/subscribe timeout; a publish while Redis is "
+        "down fails after at most this long.",
+    )
+    broker_backoff_max_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Cap of the exponential, jittered delay between Redis reconnect attempts.",
+    )
+    broker_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Events buffered between the Redis listener and the local fan-out; "
+        "when full the oldest is dropped (and counted).",
+    )
     secret_key: SecretStr = Field(
         default=SecretStr(DEV_SECRET_KEY),
         description="Key that signs access tokens. At least 32 characters in production.",

@@ -21,6 +21,10 @@ class BrokerUnavailable(Exception):
     """The backend cannot take a publish right now (for example, Redis is down)."""
 
 
+class BrokerClosed(Exception):
+    """`next_event` was called on, or was waiting in, a backend that was disconnected."""
+
+
 class BrokerBackend(Protocol):
     async def connect(self) -> None:
         """Open connections; return once the backend can publish and subscribe."""
@@ -44,3 +48,7 @@ class BrokerBackend(Protocol):
 
     def is_healthy(self) -> bool:
         """True while the backend is connected and its listener is running."""
+
+    async def probe(self, within: float) -> bool:
+        """A round trip for readiness: True if a message published now comes back
+        through this process's listener within `within` seconds. Never raises."""
