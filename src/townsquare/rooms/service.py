@@ -92,7 +92,7 @@ async def list_members(session: AsyncSession, *, room: Room) -> list[MemberRead]
         .where(RoomMember.room_id == room.id)
         .order_by(RoomMember.added_at, RoomMember.user_id)
     )
-    return [_member_read(member, user) for member, user in rows.tuples()]
+    return [_member_read(member, user) for member, user in rows]
 
 
 def _member_read(member: RoomMember, user: User) -> MemberRead:
@@ -176,10 +176,10 @@ async def list_messages(
     if before_seq is not None:
         query = query.where(Message.seq < before_seq)
     if after_seq is not None:
-        rows = list((await session.execute(query.order_by(Message.seq).limit(limit))).tuples())
+        rows = list((await session.execute(query.order_by(Message.seq).limit(limit))).all())
     else:
         newest = query.order_by(Message.seq.desc()).limit(limit)
-        rows = list(reversed(list((await session.execute(newest)).tuples())))
+        rows = list(reversed((await session.execute(newest)).all()))
     return [_message_read(message, room.name, uid, uname) for message, uid, uname in rows]
 
 
@@ -198,7 +198,7 @@ async def _existing_message(
         query = query.where(Message.client_id == client_id)
     else:
         query = query.where(Message.idempotency_key == idempotency_key)
-    row = (await session.execute(query)).tuples().first()
+    row = (await session.execute(query)).first()
     if row is None:
         return None
     return _message_read(row[0], room.name, row[1], row[2])
