@@ -74,18 +74,18 @@ class Client:
         return client
 
     async def send(self, **frame: Any) -> None:
-        await self.ws.send(json.dumps(frame))
+        await self.ws.send(json.dumps(frame, ensure_ascii=False))
 
-    async def recv(self, timeout: float = TIMEOUT) -> Frame:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+    async def recv(self, wait: float = TIMEOUT) -> Frame:
+        raw = await asyncio.wait_for(self.ws.recv(), wait)
         frame: Frame = json.loads(raw)
         return frame
 
-    async def expect(self, kind: str, timeout: float = TIMEOUT, **match: Any) -> Frame:
+    async def expect(self, kind: str, wait: float = TIMEOUT, **match: Any) -> Frame:
         """The next frame of `kind` (with the given fields), skipping others."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
-                frame = await self.recv(timeout)
+                frame = await self.recv(wait)
                 if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
                     return frame
 
@@ -96,29 +96,29 @@ class Client:
         await self.ws.send(json.dumps(frame))
         return await self.expect("joined", room=room)
 
-    async def messages(self, room: str, count: int, timeout: float = TIMEOUT) -> list[Frame]:
+    async def messages(self, room: str, count: int, wait: float = TIMEOUT) -> list[Frame]:
         found: list[Frame] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while len(found) < count:
-                frame = await self.recv(timeout)
+                frame = await self.recv(wait)
                 if frame["type"] == "message" and frame["room"] == room:
                     found.append(frame)
         return found
 
-    async def messages_until(self, room: str, seq: int, timeout: float = TIMEOUT) -> list[Frame]:
+    async def messages_until(self, room: str, seq: int, wait: float = TIMEOUT) -> list[Frame]:
         found: list[Frame] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while not found or found[-1]["seq"] < seq:
-                frame = await self.recv(timeout)
+                frame = await self.recv(wait)
                 if frame["type"] == "message" and frame["room"] == room:
                     found.append(frame)
         return found
 
-    async def closed(self, timeout: float = TIMEOUT) -> tuple[int | None, list[Frame]]:
+    async def closed(self, wait: float = TIMEOUT) -> tuple[int | None, list[Frame]]:
         """Read until the server closes; the close code and the frames read."""
         frames: list[Frame] = []
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 async for raw in self.ws:
                     frames.append(json.loads(raw))
         except ConnectionClosed:
