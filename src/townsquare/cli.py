@@ -25,9 +25,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         # uvicorn accepts 16 MiB WebSocket frames by default; nothing in this protocol
-        # comes close, so a large frame is refused before it is buffered.
-        ws_max_size=64 * 1024,
+        # comes close, so a large frame is refused before it is buffered. The limit sits
+        # a little above the app's own (WS_MAX_FRAME_BYTES), so the app answers most
+        # oversized frames itself (error, bye, 1009) and uvicorn's 1009 only stops
+        # frames far too large to be worth reading.
+        ws_max_size=settings.ws_max_frame_bytes + 16 * 1024,
+        # Compression would cost hundreds of KiB of zlib state per connection.
         ws_per_message_deflate=False,
+        # The server's heartbeat at the protocol level: uvicorn pings, and drops a
+        # peer that does not pong in time (a dead TCP connection).
+        ws_ping_interval=settings.ws_heartbeat_interval_seconds,
+        ws_ping_timeout=settings.ws_heartbeat_timeout_seconds,
     )
     return 0
 
