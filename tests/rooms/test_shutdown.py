@@ -29,7 +29,7 @@ async def test_shutdown_sends_bye_and_closes_every_socket_with_1012(tmp_path: Pa
     serving = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(20):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
                 await asyncio.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
         # Only the URLs of a ServerProcess are used by Client.open.

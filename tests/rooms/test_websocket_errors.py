@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -306,8 +307,7 @@ async def test_refresh_with_another_users_token_closes_1008(
 def test_error_codes_are_documented() -> None:
     from townsquare.rooms.protocol import ErrorCode
 
-    with open("docs/rooms.md", encoding="utf-8") as handle:
-        docs = handle.read()
+    docs = (Path(__file__).parents[2] / "docs" / "rooms.md").read_text(encoding="utf-8")
     for code in ErrorCode:
         assert f"`{code.value}`" in docs, code
     for close in ("1003", "1008", "1009", "1012", "1013"):
