@@ -75,3 +75,14 @@ async def test_docs_link_the_asyncapi_page(client: httpx.AsyncClient) -> None:
     assert page.status_code == 200
     assert "/asyncapi.json" in page.text
     assert "<code>join</code>" in page.text
+
+
+async def test_asyncapi_is_off_in_production() -> None:
+    from tests.conftest import make_settings
+    from townsquare.main import create_app
+
+    app = create_app(make_settings(env="production", secret_key="p" * 40))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        assert (await http.get("/asyncapi.json")).status_code == 404
+        assert (await http.get("/docs/asyncapi")).status_code == 404

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from townsquare.auth import service as auth_service
 from townsquare.auth.tokens import TokenCodec
@@ -183,8 +183,11 @@ class Connection:
             first = closing.exceptions[0]
             assert isinstance(first, CloseConnection)
             outcome = first
-        except* ClientGone:
+        except* (ClientGone, WebSocketDisconnect):
             outcome = None
+        except* Exception as failed:
+            logger.error("websocket %s failed", self.id, exc_info=failed.exceptions[0])
+            outcome = CloseConnection(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             await self._leave_all()
         return outcome

@@ -75,11 +75,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             ).model_dump_json()
         )
         outcome = await connection.run()
+        if outcome is not None:
+            await _close(websocket, outcome)
     finally:
         manager.unregister(connection)
-    if outcome is not None:
-        await _close(websocket, outcome)
-    connection.closed.set()
+        connection.closed.set()
 
 
 async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[User, float]:
