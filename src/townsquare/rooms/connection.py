@@ -260,7 +260,6 @@ class Connection:
         if state is None:
             self._not_joined(frame.room, frame.ref)
             return
-        # The one place where a WebSocket message is received into a room.
         async with self.manager.database.sessions() as session:
             message, created = await rooms_service.post_message(
                 session,
@@ -333,7 +332,8 @@ class Connection:
                 await self._replay(item)
 
     async def _send_text(self, text: str) -> None:
-        # The one place where a frame is delivered to a client.
+        # The one place where a frame is sent to a client (the counting point for
+        # messages out).
         await self.websocket.send_text(text)
 
     async def _deliver(self, event: RoomEvent) -> None:

@@ -119,7 +119,10 @@ class ConnectionManager:
         self.connections.discard(connection)
 
     async def publish_message(self, message: MessageRead) -> None:
-        """Deliver a stored message to the room, here and in every other process."""
+        """Deliver a stored message to the room, here and in every other process.
+
+        Every new message, from `/ws` `send` or from the REST route, passes here once
+        (the counting point for messages in)."""
         text = message_frame(message).model_dump_json()
         payload = b"%b%d\n%b" % (_STORED, message.seq, text.encode())
         await self.hub.publish(room_channel(message.room), payload)
