@@ -13,13 +13,8 @@ from pydantic import ValidationError
 from townsquare.auth import service as auth_service
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.errors import AppError
-from townsquare.rooms.connection import (
-    ClientGone,
-    CloseConnection,
-    Connection,
-    check_frame,
-    error_text,
-)
+from townsquare.rooms.connection import Connection
+from townsquare.rooms.frames import ClientGone, CloseConnection, check_frame, error_text
 from townsquare.rooms.manager import ConnectionManager
 from townsquare.rooms.protocol import (
     CLIENT_FRAME,
