@@ -19,7 +19,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from townsquare.main import create_app
     from townsquare.platform.logging import configure_logging
-    from townsquare.platform.server import DrainingServer, uvicorn_timeout
+    from townsquare.platform.server import DrainingServer, connection_options
 
     configure_logging(settings.log_level)
     config = uvicorn.Config(
@@ -29,12 +29,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,  # configure_logging above: JSON lines, our own access log
         access_log=False,
         proxy_headers=True,
-        # uvicorn accepts 16 MiB WebSocket frames by default; nothing in this protocol
-        # comes close, so a large frame is refused before it is buffered.
-        ws_max_size=64 * 1024,
-        ws_per_message_deflate=False,
-        limit_concurrency=settings.worker_capacity,
-        timeout_graceful_shutdown=uvicorn_timeout(settings.graceful_timeout),
+        **connection_options(settings),
     )
     server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)
     server.run()

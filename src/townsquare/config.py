@@ -97,6 +97,41 @@ class Settings(BaseSettings):
     password_hash_memory_kib: int = Field(
         default=65536, ge=8, description="argon2id memory in KiB (tests may lower it)."
     )
+    ws_heartbeat_interval_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="WebSocket heartbeat: the server pings this often, and a client must "
+        "send a frame (`ping` when idle) at least this often.",
+    )
+    ws_heartbeat_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A WebSocket that sends nothing for this long is closed and goes offline.",
+    )
+    ws_auth_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Time a WebSocket has to authenticate (first `auth` frame), and to "
+        "send `refresh` once its access token has expired.",
+    )
+    ws_max_frame_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest WebSocket frame a client may send; larger ones close with 1009.",
+    )
+    ws_messages_per_second: float = Field(
+        default=20.0,
+        gt=0,
+        description="Frames a WebSocket may send per second (bursts up to twice that); "
+        "over it the client gets `error`, and is closed with 1008 if it goes on.",
+    )
+    ws_send_queue_size: int = Field(
+        default=256,
+        ge=8,
+        description="Frames waiting to be sent to one WebSocket; a client too slow to "
+        "drain them is closed with 1013.",
+    )
     web_concurrency: int = Field(default=2, ge=1, description="Worker processes under gunicorn.")
     log_level: str = Field(default="INFO", description="Root log level.")
     cors_allow_credentials: bool = Field(

@@ -22,6 +22,8 @@ from townsquare.auth.router import router as auth_router
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
 from townsquare.platform import migrations
+from townsquare.platform.broker.factory import create_backend
+from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import create_database
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import Readiness
@@ -33,8 +35,12 @@ from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
+from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
+from townsquare.rooms import asyncapi, websocket
+from townsquare.rooms.manager import ConnectionManager, decode_event
+from townsquare.rooms.router import router as rooms_router
 from townsquare.users.router import router as users_router
 
 # The browser client: static files only (no Python in that folder, so nothing but the
@@ -68,10 +74,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await connection.execute(text("SELECT 1"))
 
         readiness.add("database", database_answers)
+
+        backend = create_backend(
+            settings.redis_url,
+            prefix=settings.broker_channel_prefix,
+            timeout=settings.broker_timeout_seconds,
+            backoff_max=settings.broker_backoff_max_seconds,
+            queue_size=settings.broker_queue_size,
+        )
+        hub = Hub(backend, decode_event, on_lag=metrics.broker_lag.observe)
+        await hub.start()
+        presence = create_presence(
+            settings.redis_url,
+            prefix=settings.broker_channel_prefix,
+            timeout=settings.broker_timeout_seconds,
+        )
+        rooms = app.state.rooms = ConnectionManager(
+            settings=settings, database=database, hub=hub, presence=presence
+        )
+        await rooms.start()
+
+        async def broker_delivers() -> None:
+            # A round trip through the backend, not a PING: a dead listener with a
+            # live connection must not look ready.
+            if not hub.is_healthy() or not await backend.probe(readiness.timeout):
+                raise ConnectionError("broker round trip failed")
+
+        readiness.add("broker", broker_delivers)
+        # SIGTERM: say `bye` and close with 1012 before the server drops connections.
+        drain.register(lambda: rooms.shutdown(grace=settings.graceful_timeout / 3))
+        app.state.revocations.add_listener(rooms.revoke_user)
         try:
             async with metrics.sampling():
                 yield
         finally:
+            await rooms.shutdown()
+            await hub.stop()
+            await presence.aclose()
             await rate_limiter.close()
             await database.dispose()
 
@@ -80,6 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="townsquare",
         version=__version__,
         summary="Accounts, OAuth2/JWT auth, users API and live WebSocket rooms.",
+        description="The WebSocket protocol of `/ws` is described in "
+        "[/asyncapi.json](/asyncapi.json) (AsyncAPI 3.0), listed at "
+        "[/docs/asyncapi](/docs/asyncapi)."
+        if docs
+        else "",
         lifespan=lifespan,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
@@ -95,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Named async checks behind /ready; features add theirs (e.g. "broker").
     readiness = app.state.readiness = Readiness(timeout=settings.readiness_timeout_seconds)
     # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
-    app.state.drain = Drain()
+    drain = app.state.drain = Drain()
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
@@ -138,6 +182,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router)
     app.router.add_route("/", _web_index, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
+    app.include_router(rooms_router)
+    app.include_router(websocket.router)
+    if docs:
+        app.include_router(asyncapi.router)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from townsquare.auth.models import RefreshToken
 from townsquare.platform.database import Base
+from townsquare.rooms.models import Message, Room, RoomMember
 from townsquare.users.models import User
 
-__all__ = ["Base", "RefreshToken", "User"]
+__all__ = ["Base", "Message", "RefreshToken", "Room", "RoomMember", "User"]

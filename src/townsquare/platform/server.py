@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 from uvicorn import Config, Server
 from uvicorn_worker import UvicornWorker
 
+from townsquare.config import Settings
 from townsquare.platform.shutdown import Drain
 
 # Of the graceful timeout, the share the drain callbacks may use; the rest is for
@@ -53,6 +54,26 @@ class DrainingServer(Server):
         await super().shutdown(sockets)
 
 
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's connection limits, the same under `townsquare serve` and gunicorn."""
+    return {
+        # uvicorn accepts 16 MiB WebSocket frames by default; nothing in this protocol
+        # comes close, so a large frame is refused before it is buffered. The limit
+        # sits a little above the app's own (WS_MAX_FRAME_BYTES), so the app answers
+        # most oversized frames itself (error, 1009) and uvicorn's 1009 only stops
+        # frames far too large to be worth reading.
+        "ws_max_size": settings.ws_max_frame_bytes + 16 * 1024,
+        # Compression would cost hundreds of KiB of zlib state per connection.
+        "ws_per_message_deflate": False,
+        # The heartbeat at the protocol level: uvicorn pings, and drops a peer that
+        # does not pong in time (a dead TCP connection).
+        "ws_ping_interval": settings.ws_heartbeat_interval_seconds,
+        "ws_ping_timeout": settings.ws_heartbeat_timeout_seconds,
+        "limit_concurrency": settings.worker_capacity,
+        "timeout_graceful_shutdown": uvicorn_timeout(settings.graceful_timeout),
+    }
+
+
 def uvicorn_timeout(graceful_timeout: float) -> int:
     """How long uvicorn waits for in-flight work, leaving room to exit in time."""
     return max(1, int(graceful_timeout - EXIT_MARGIN_SECONDS))
@@ -65,14 +86,14 @@ class Worker(UvicornWorker):  # type: ignore[misc]  # the package ships no types
         "loop": "auto",
         "http": "auto",
         "proxy_headers": True,
-        "ws_max_size": 64 * 1024,
-        "ws_per_message_deflate": False,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The master validated these settings before forking (gunicorn.conf.py).
+        for name, value in connection_options(Settings()).items():
+            setattr(self.config, name, value)
         self.config.timeout_graceful_shutdown = uvicorn_timeout(self.cfg.graceful_timeout)
-        self.config.limit_concurrency = self.cfg.worker_connections
 
     async def _serve(self) -> None:
         app: ASGIApp = self.wsgi

@@ -160,7 +160,9 @@ function connect() {
     clearInterval(state.pingTimer);
     setStatus("offline");
     if (!state.access) return;
-    if (event.code === 1008 && /auth|token/i.test(event.reason)) {
+    if (event.code === 1008) {
+      // Policy: a bad or revoked token, or a flood. A refresh tells which: if it
+      // fails the session is over (signed out); if it works, reconnect.
       refreshTokens().then((ok) => ok && reconnectSoon());
       return;
     }
@@ -191,7 +193,8 @@ function handle(frame) {
       state.retry = 0;
       setStatus("online");
       clearInterval(state.pingTimer);
-      state.pingTimer = setInterval(() => send({ type: "ping" }), Math.max(5, (frame.heartbeat || 20) / 2) * 1000);
+      // The server closes a client silent for `heartbeat.timeout`; ping at half the interval.
+      state.pingTimer = setInterval(() => send({ type: "ping" }), Math.max(1, frame.heartbeat.interval / 2) * 1000);
       if (state.room) join(state.room);
       break;
     case "joined":

@@ -1,0 +1,143 @@
+"""The `/ws` endpoint: Origin check, authentication, then one `Connection`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import cast
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+
+from townsquare.auth import service as auth_service
+from townsquare.auth.tokens import TokenCodec
+from townsquare.platform.errors import AppError
+from townsquare.rooms.connection import Connection
+from townsquare.rooms.frames import ClientGone, CloseConnection, check_frame, error_text
+from townsquare.rooms.manager import ConnectionManager
+from townsquare.rooms.protocol import (
+    CLIENT_FRAME,
+    AuthFrame,
+    ByeFrame,
+    CloseCode,
+    ErrorCode,
+    Heartbeat,
+    WelcomeFrame,
+)
+from townsquare.users.models import User
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+BYE_TIMEOUT = 1.0
+
+
+def _origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
+    """A browser's handshake is allowed from ALLOWED_ORIGINS and from the service's own
+    pages (the Origin names the host the browser connected to), so the bundled web
+    client works with no configuration while another site's page is refused."""
+    if origin in allowed or "*" in allowed:
+        return True
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """Live rooms. The frames are documented in /asyncapi.json."""
+    manager = cast(ConnectionManager, websocket.app.state.rooms)
+    settings = manager.settings
+    origin = websocket.headers.get("origin")
+    if origin is not None and not _origin_allowed(
+        origin, websocket.headers.get("host"), settings.allowed_origins
+    ):
+        # Before accept: the handshake is refused (HTTP 403), nothing is opened.
+        await websocket.close(code=CloseCode.POLICY_VIOLATION)
+        return
+    if not manager.accepting:
+        await websocket.close(code=CloseCode.SERVICE_RESTART)
+        return
+    await websocket.accept()
+    try:
+        user, expires_at = await _authenticate(websocket, manager)
+    except CloseConnection as closing:
+        await _close(websocket, closing)
+        return
+    except ClientGone:
+        return
+
+    connection = Connection(websocket, manager, user=user, token_expires_at=expires_at)
+    manager.register(connection)
+    try:
+        connection.send(
+            WelcomeFrame(
+                user=connection.public,
+                connection_id=connection.id,
+                heartbeat=Heartbeat(
+                    interval=settings.ws_heartbeat_interval_seconds,
+                    timeout=settings.ws_heartbeat_timeout_seconds,
+                ),
+            ).model_dump_json()
+        )
+        outcome = await connection.run()
+        if outcome is not None:
+            await _close(websocket, outcome)
+    finally:
+        manager.unregister(connection)
+        connection.closed.set()
+
+
+async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[User, float]:
+    """The user, from `Authorization: Bearer` on the handshake or else a first `auth`
+    frame within the auth timeout; and when their access token expires."""
+    settings = manager.settings
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        try:
+            async with asyncio.timeout(settings.ws_auth_timeout_seconds):
+                message = await websocket.receive()
+        except TimeoutError:
+            raise CloseConnection(
+                CloseCode.POLICY_VIOLATION, "not authenticated", ErrorCode.NOT_AUTHENTICATED
+            ) from None
+        if message["type"] == "websocket.disconnect":
+            raise ClientGone()
+        text = check_frame(message, settings.ws_max_frame_bytes)
+        try:
+            frame = CLIENT_FRAME.validate_json(text)
+        except ValidationError:
+            frame = None
+        if not isinstance(frame, AuthFrame):
+            raise CloseConnection(
+                CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
+            )
+        token = frame.token
+    codec = cast(TokenCodec, websocket.app.state.tokens)
+    try:
+        if len(token) > 4096:
+            raise CloseConnection(
+                CloseCode.POLICY_VIOLATION,
+                "Could not validate credentials",
+                ErrorCode.INVALID_TOKEN,
+            )
+        async with manager.database.sessions() as session:
+            user = await auth_service.user_for_access_token(session, codec, token)
+        return user, float(codec.decode_access(token).expires_at)
+    except AppError as exc:
+        raise CloseConnection(
+            CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN
+        ) from exc
+
+
+async def _close(websocket: WebSocket, closing: CloseConnection) -> None:
+    """`bye`, then the close frame; best effort, as the client may be gone or stuck."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(BYE_TIMEOUT):
+            if closing.error is not None:
+                await websocket.send_text(error_text(closing.error, closing.reason))
+            await websocket.send_text(ByeFrame(reason=closing.reason).model_dump_json())
+    with contextlib.suppress(Exception):
+        await websocket.close(code=closing.code, reason=closing.reason[:120])
+    logger.info("websocket closed %d: %s", closing.code, closing.reason)

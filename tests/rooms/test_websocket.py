@@ -1,0 +1,213 @@
+"""End to end: a real server process, a real WebSocket client library."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.rooms.wsclient import Client, Frame, make_room, seqs, signup
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def server_rss_kib(server: ServerProcess) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+
+
+async def test_two_clients_exchange_messages_in_seq_order(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    ann, bob = await signup(http, "Ann"), await signup(http, "Bob")
+    room = await make_room(http, ann)
+    a, b = await Client.open(server, ann), await Client.open(server, bob)
+    joined = await a.join(room)
+    assert joined["seq"] == 0
+    assert [u["id"] for u in joined["online"]] == [ann.id]
+    await b.join(room)
+    await a.expect("presence", room=room, state="online", user={"id": bob.id, "name": "Bob"})
+    for index in range(5):
+        await a.send(type="send", room=room, body=f"from ann {index}")
+        await b.send(type="send", room=room, body=f"from bob {index}", client_id=f"b{index}")
+    got_a, got_b = await a.messages(room, 10), await b.messages(room, 10)
+    assert seqs(got_a) == seqs(got_b) == list(range(1, 11))
+    assert got_a == got_b
+    assert {m["author"]["name"] for m in got_a} == {"Ann", "Bob"}
+    assert sorted(m["client_id"] for m in got_a if m["client_id"]) == [f"b{i}" for i in range(5)]
+    await b.close()
+    await a.expect("presence", room=room, state="offline")
+    await a.close()
+
+
+async def test_messages_posted_over_rest_are_delivered_live(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    ann = await signup(http)
+    room = await make_room(http, ann)
+    a = await Client.open(server, ann)
+    await a.join(room)
+    posted = await http.post(f"/rooms/{room}/messages", json={"body": "hi"}, headers=ann.headers)
+    [live] = await a.messages(room, 1)
+    assert live["id"] == posted.json()["id"]
+    assert live["seq"] == 1
+    await a.close()
+
+
+async def test_join_with_since_replays_missed_then_live(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    ann, cid = await signup(http, "Ann"), await signup(http, "Cid")
+    room = await make_room(http, ann)
+    a = await Client.open(server, ann)
+    await a.join(room)
+    for index in range(20):
+        await a.send(type="send", room=room, body=f"m{index}")
+    await a.messages(room, 20)
+    c = await Client.open(server, cid)
+    joined = await c.join(room, since=7)
+    assert joined["seq"] == 20
+    replayed = await c.messages(room, 13)
+    assert seqs(replayed) == list(range(8, 21))
+    for index in range(5):
+        await a.send(type="send", room=room, body=f"live{index}")
+    live = await c.messages(room, 5)
+    assert seqs(live) == list(range(21, 26))
+    await c.send(type="ping")
+    pong = await c.recv()
+    assert pong == {"type": "pong"}  # nothing extra (no duplicate) came before it
+    await a.close()
+    await c.close()
+
+
+async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    ann, bob, cid = await signup(http), await signup(http), await signup(http)
+    room = await make_room(http, ann)
+    writers = [await Client.open(server, ann), await Client.open(server, bob)]
+    for writer in writers:
+        await writer.join(room)
+    per_writer = 150
+    total = per_writer * len(writers)
+
+    async def write(client: Client, tag: str) -> None:
+        for index in range(per_writer):
+            await client.send(type="send", room=room, body=f"{tag}{index}")
+            if index % 10 == 0:
+                await asyncio.sleep(0.005)
+
+    async def join_midway(delay: float) -> list[int]:
+        await asyncio.sleep(delay)
+        history = await http.get(f"/rooms/{room}", headers=cid.headers)
+        since = history.json()["last_seq"]
+        joiner = await Client.open(server, cid)
+        await joiner.join(room, since=since)
+        frames = await joiner.messages_until(room, total, wait=30)
+        await joiner.close()
+        assert seqs(frames) == list(range(since + 1, total + 1)), since
+        return seqs(frames)
+
+    results = await asyncio.gather(
+        write(writers[0], "a"),
+        write(writers[1], "b"),
+        join_midway(0.05),
+        join_midway(0.2),
+        join_midway(0.4),
+    )
+    assert all(results[2:])
+    for writer in writers:
+        frames = await writer.messages_until(room, total, wait=30)
+        assert seqs(frames) == list(range(1, total + 1))
+        await writer.close()
+
+
+async def test_send_with_same_client_id_is_stored_once(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    ann = await signup(http)
+    room = await make_room(http, ann)
+    a = await Client.open(server, ann)
+    await a.join(room)
+    for _ in range(3):
+        await a.send(type="send", room=room, body="once", client_id="same-1")
+    await a.send(type="send", room=room, body="after", client_id="other")
+    frames = await a.messages(room, 2)
+    assert [(m["seq"], m["client_id"]) for m in frames] == [(1, "same-1"), (2, "other")]
+    history = await http.get(f"/rooms/{room}/messages", headers=ann.headers)
+    assert len(history.json()) == 2
+    await a.close()
+
+
+async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    owner, slow_user, watcher = await signup(http), await signup(http, "Slow"), await signup(http)
+    room = await make_room(http, owner)
+    sender = await Client.open(server, owner)
+    await sender.join(room)
+    observer = await Client.open(server, watcher)
+    await observer.join(room)
+    # A client that stops reading: a tiny socket buffer and a one-frame library queue.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])))
+    slow = await Client.open(server, slow_user, sock=sock, max_queue=1)
+    await slow.join(room)
+    slow_public = {"id": slow_user.id, "name": "Slow"}
+    await observer.expect("presence", state="online", user=slow_public)
+
+    # Everyone else keeps reading, in the background.
+    received: dict[Client, list[Frame]] = {sender: [], observer: []}
+    last_seq = dict.fromkeys(received, 0)
+    progress = asyncio.Event()
+    slow_gone = asyncio.Event()
+
+    async def read(client: Client) -> None:
+        while True:
+            frame = await client.recv(wait=60)
+            received[client].append(frame)
+            if frame["type"] == "message":
+                last_seq[client] = frame["seq"]
+                progress.set()
+            offline = {**frame, "user": slow_public, "state": "offline"}
+            if frame["type"] == "presence" and frame == offline:
+                slow_gone.set()
+                progress.set()
+
+    readers = [asyncio.create_task(read(client)) for client in received]
+    rss_before = server_rss_kib(server)
+    # The largest frames allowed (4000 four-byte characters), to fill buffers soon.
+    body = "\U0001f600" * 4000
+    sent = 0
+    # Lockstep: the next message goes out once the readers have the previous one, so
+    # only the client that does not read can fall behind, however loaded the machine.
+    while not slow_gone.is_set() and sent < 3000:
+        sent += 1
+        await sender.send(type="send", room=room, body=body)
+        async with asyncio.timeout(20):
+            while min(last_seq.values()) < sent and not slow_gone.is_set():
+                progress.clear()
+                await progress.wait()
+    code, frames = await slow.closed()
+    assert slow_gone.is_set(), f"slow client still open after {sent} messages"
+    assert code == 1013
+    # What the slow client did not read stayed in the kernel's socket buffers, not in
+    # the server: its memory hardly moved while megabytes went to that socket.
+    unread_kib = (sent - len(frames)) * len(body.encode()) // 1024
+    growth_kib = server_rss_kib(server) - rss_before
+    assert growth_kib < 8 * 1024, (growth_kib, unread_kib)
+
+    for reader in readers:
+        reader.cancel()  # safe: websockets keeps a frame whose recv() was cancelled
+    await asyncio.gather(*readers, return_exceptions=True)
+    for client, frames in received.items():
+        have = [f for f in frames if f["type"] == "message"]
+        if not have or have[-1]["seq"] < sent:
+            have += await client.messages_until(room, sent, wait=30)
+        assert seqs(have) == list(range(1, sent + 1))
+        await client.close()

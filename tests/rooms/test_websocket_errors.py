@@ -1,0 +1,331 @@
+"""End to end: every class of bad frame, refused handshakes and timeouts, each with
+the error or close code docs/rooms.md names, and no effect on other connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import TEST_SECRET, make_settings
+from tests.rooms.wsclient import Client, Member, make_room, signup
+from tests.support.server import ServerProcess
+from townsquare.auth.tokens import TokenCodec
+from townsquare.platform.database import utcnow
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Scene:
+    """A room with a bystander in it and a second member to send from."""
+
+    server: ServerProcess
+    http: httpx.AsyncClient
+    room: str
+    owner: Member
+    bystander: Client
+
+    async def bystander_still_receives(self) -> None:
+        posted = await self.http.post(
+            f"/rooms/{self.room}/messages", json={"body": "still here"}, headers=self.owner.headers
+        )
+        assert posted.status_code == 201
+        [frame] = await self.bystander.messages(self.room, 1)
+        assert frame["seq"] == posted.json()["seq"]
+
+
+@pytest.fixture
+async def scene(server: ServerProcess, http: httpx.AsyncClient) -> AsyncIterator[Scene]:
+    owner = await signup(http, "Owner")
+    room = await make_room(http, owner)
+    bystander = await Client.open(server, await signup(http, "Bystander"))
+    await bystander.join(room)
+    yield Scene(server, http, room, owner, bystander)
+    await bystander.close()
+
+
+ERRORS = [
+    pytest.param("hello", "invalid_json", id="not-json"),
+    pytest.param('{"type": "send", "room": ', "invalid_json", id="truncated-json"),
+    pytest.param("[1, 2]", "invalid_frame", id="json-array"),
+    pytest.param('{"room": "x"}', "invalid_frame", id="no-type"),
+    pytest.param('{"type": "dance"}', "unknown_type", id="unknown-type"),
+    pytest.param('{"type": "send", "room": "general"}', "invalid_frame", id="missing-body"),
+    pytest.param('{"type": "join", "room": 5}', "invalid_frame", id="wrong-typed-room"),
+    pytest.param('{"type": "join", "room": "BAD NAME"}', "invalid_frame", id="bad-room-name"),
+    pytest.param('{"type": "join", "room": "a", "since": "x"}', "invalid_frame", id="bad-since"),
+    pytest.param('{"type": "join", "room": "a", "since": -1}', "invalid_frame", id="negative"),
+    pytest.param('{"type": "ping", "extra": 1}', "invalid_frame", id="unknown-field"),
+    pytest.param(
+        '{"type": "send", "room": "general", "body": "   "}', "invalid_frame", id="blank-body"
+    ),
+    pytest.param('{"type": "send", "room": "general", "body": "hi"}', "not_joined", id="send"),
+    pytest.param('{"type": "typing", "room": "general"}', "not_joined", id="typing-not-joined"),
+    pytest.param('{"type": "leave", "room": "general"}', "not_joined", id="leave-not-joined"),
+    pytest.param('{"type": "join", "room": "no-such-room"}', "room_not_found", id="no-room"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), ERRORS)
+async def test_bad_frame_gets_error_and_connection_stays_open(
+    scene: Scene, raw: str, code: str
+) -> None:
+    client = await Client.open(scene.server, await signup(scene.http))
+    await client.ws.send(raw)
+    error = await client.expect("error")
+    assert error["code"] == code
+    assert "hello" not in error["detail"]  # the input is not echoed back
+    await client.send(type="ping")
+    assert await client.recv() == {"type": "pong"}
+    await scene.bystander_still_receives()
+    await client.close()
+
+
+async def test_error_echoes_the_frames_ref(scene: Scene) -> None:
+    client = await Client.open(scene.server, await signup(scene.http))
+    await client.send(type="send", room="elsewhere", body="hi", ref="r-42")
+    error = await client.expect("error")
+    assert (error["code"], error["ref"]) == ("not_joined", "r-42")
+    await client.close()
+
+
+async def test_join_private_room_as_non_member_gets_room_not_found(scene: Scene) -> None:
+    secret = await make_room(scene.http, scene.owner, private=True)
+    client = await Client.open(scene.server, await signup(scene.http))
+    await client.send(type="join", room=secret)
+    error = await client.expect("error")
+    assert error["code"] == "room_not_found"
+    # Exactly what an unknown room answers: nothing tells the room exists.
+    await client.send(type="join", room="never-created")
+    assert {**(await client.expect("error")), "ref": None} == {**error, "ref": None}
+    owner = await Client.open(scene.server, scene.owner)
+    assert (await owner.join(secret))["room"] == secret
+    await scene.bystander_still_receives()
+    await client.close()
+    await owner.close()
+
+
+async def test_binary_frame_closes_1003(scene: Scene) -> None:
+    client = await Client.open(scene.server, await signup(scene.http))
+    await client.ws.send(b"\x00\x01")
+    code, frames = await client.closed()
+    assert code == 1003
+    assert frames[-1]["type"] == "bye"
+    await scene.bystander_still_receives()
+
+
+@pytest.mark.parametrize("size", [16 * 1024 + 1, 100 * 1024], ids=["over-app-limit", "huge"])
+async def test_oversized_frame_closes_1009(scene: Scene, size: int) -> None:
+    client = await Client.open(scene.server, await signup(scene.http), max_size=None)
+    await client.send(type="send", room=scene.room, body="x" * size)
+    code, _ = await client.closed()
+    assert code == 1009
+    await scene.bystander_still_receives()
+
+
+async def test_origin_not_allowed_is_refused_at_handshake(scene: Scene) -> None:
+    member = await signup(scene.http)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(
+            f"{scene.server.ws_url}/ws",
+            origin="http://evil.example",  # type: ignore[arg-type]
+            additional_headers=member.headers,
+        )
+    assert refused.value.response.status_code == 403
+    allowed = await Client.open(scene.server, member, origin="http://allowed.example")
+    await allowed.close()
+
+
+async def test_origin_of_the_service_itself_is_allowed(scene: Scene) -> None:
+    # The bundled web page connects from the service's own origin, which needs no
+    # ALLOWED_ORIGINS entry; the same host on another port is another origin.
+    member = await signup(scene.http)
+    own = scene.server.base_url
+    same = await Client.open(scene.server, member, origin=own)
+    await same.close()
+    host, port = own.rsplit(":", 1)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(
+            f"{scene.server.ws_url}/ws",
+            origin=f"{host}:{int(port) + 1}",  # type: ignore[arg-type]
+            additional_headers=member.headers,
+        )
+    assert refused.value.response.status_code == 403
+
+
+async def test_auth_by_first_frame_gets_welcome(scene: Scene) -> None:
+    member = await signup(scene.http, "Framed")
+    client = await Client.open(scene.server)
+    await client.send(type="auth", token=member.token)
+    welcome = await client.expect("welcome")
+    assert welcome["user"] == {"id": member.id, "name": "Framed"}
+    assert welcome["heartbeat"]["interval"] > 0
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"type": "ping"},
+        {"type": "auth", "token": "not-a-jwt"},
+        {"type": "join", "room": "general"},
+    ],
+    ids=["ping", "bad-token", "join"],
+)
+async def test_first_frame_not_a_valid_auth_closes_1008(
+    scene: Scene, first: dict[str, str]
+) -> None:
+    client = await Client.open(scene.server)
+    await client.send(**first)
+    code, frames = await client.closed()
+    assert code == 1008
+    assert frames[0]["type"] == "error"
+    assert frames[0]["code"] in {"not_authenticated", "invalid_token"}
+    assert frames[-1]["type"] == "bye"
+    await scene.bystander_still_receives()
+
+
+async def test_bad_bearer_header_closes_1008(scene: Scene) -> None:
+    ws = await connect(
+        f"{scene.server.ws_url}/ws", additional_headers={"Authorization": "Bearer nope"}
+    )
+    client = Client(ws)
+    code, frames = await client.closed()
+    assert code == 1008
+    assert frames[0]["code"] == "invalid_token"
+
+
+# -- the strict server: short timeouts and a low message rate ---------------------------
+
+
+@pytest.fixture
+async def strict_http(strict_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=strict_server.base_url, timeout=10) as client:
+        yield client
+
+
+async def test_no_auth_within_timeout_closes_1008(strict_server: ServerProcess) -> None:
+    client = await Client.open(strict_server)
+    code, frames = await client.closed()
+    assert code == 1008
+    assert frames[0]["code"] == "not_authenticated"
+
+
+async def test_flood_gets_rate_limited_error_then_1008(
+    strict_server: ServerProcess, strict_http: httpx.AsyncClient
+) -> None:
+    owner = await signup(strict_http)
+    room = await make_room(strict_http, owner)
+    calm = await Client.open(strict_server, owner)
+    await calm.join(room)
+    flooder = await Client.open(strict_server, await signup(strict_http))
+    for _ in range(200):
+        await flooder.send(type="ping")
+    code, frames = await flooder.closed()
+    assert code == 1008
+    kinds = [f.get("code", f["type"]) for f in frames]
+    assert "rate_limited" in kinds
+    assert kinds.index("rate_limited") < len(kinds) - 1
+    assert frames[-1] == {"type": "bye", "reason": "message rate exceeded"}
+    # The calm connection is untouched.
+    await calm.send(type="send", room=room, body="fine")
+    [frame] = await calm.messages(room, 1)
+    assert frame["body"] == "fine"
+    await calm.close()
+
+
+async def test_silent_client_is_closed_and_goes_offline(
+    strict_server: ServerProcess, strict_http: httpx.AsyncClient
+) -> None:
+    owner, quiet = await signup(strict_http), await signup(strict_http, "Quiet")
+    room = await make_room(strict_http, owner)
+    watcher = await Client.open(strict_server, owner)
+    await watcher.join(room)
+    silent = await Client.open(strict_server, quiet)
+    await silent.join(room)
+
+    pinger = asyncio.create_task(_keep_alive(watcher))
+    code, frames = await silent.closed(wait=10)
+    assert code == 1008
+    assert frames[-1] == {"type": "bye", "reason": "heartbeat timeout"}
+    await watcher.expect("presence", state="offline", user={"id": quiet.id, "name": "Quiet"})
+    pinger.cancel()
+    await watcher.close()
+
+
+async def _keep_alive(client: Client) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.sleep(0.5)
+            await client.send(type="ping")
+
+
+def _short_lived_token(member: Member, seconds: float) -> str:
+    """A valid token for `member` that expires `seconds` from now."""
+    codec = TokenCodec(make_settings(secret_key=TEST_SECRET, access_token_ttl_seconds=30))
+    issued = utcnow() - timedelta(seconds=30 - seconds)
+    return codec.encode_access(user_id=member.id, token_version=0, now=issued)
+
+
+async def test_expired_token_without_refresh_closes_1008(
+    strict_server: ServerProcess, strict_http: httpx.AsyncClient
+) -> None:
+    member = await signup(strict_http)
+    member.token = _short_lived_token(member, 1.5)
+    client = await Client.open(strict_server, member)
+    pinger = asyncio.create_task(_keep_alive(client))  # so no heartbeat timeout comes first
+    code, frames = await client.closed(wait=10)
+    pinger.cancel()
+    assert code == 1008
+    codes = [f.get("code") for f in frames]
+    assert codes.count("token_expired") == 2  # the warning, then the reason for closing
+    assert frames[-1] == {"type": "bye", "reason": "access token expired"}
+
+
+async def test_expired_token_refreshed_keeps_connection(
+    strict_server: ServerProcess, strict_http: httpx.AsyncClient
+) -> None:
+    member = await signup(strict_http)
+    fresh = member.token
+    member.token = _short_lived_token(member, 1.5)
+    client = await Client.open(strict_server, member)
+    pinger = asyncio.create_task(_keep_alive(client))
+    warning = await client.expect("error", wait=10)
+    assert warning["code"] == "token_expired"
+    await client.send(type="refresh", token=fresh)
+    await asyncio.sleep(2)  # past the refresh deadline
+    await client.send(type="typing", room="nowhere", ref="still-open")
+    error = await client.expect("error")
+    assert (error["code"], error["ref"]) == ("not_joined", "still-open")
+    pinger.cancel()
+    await client.close()
+
+
+async def test_refresh_with_another_users_token_closes_1008(
+    strict_server: ServerProcess, strict_http: httpx.AsyncClient
+) -> None:
+    ann, bob = await signup(strict_http), await signup(strict_http)
+    client = await Client.open(strict_server, ann)
+    await client.send(type="refresh", token=bob.token)
+    code, frames = await client.closed()
+    assert code == 1008
+    assert frames[0]["code"] == "invalid_token"
+
+
+def test_error_codes_are_documented() -> None:
+    from townsquare.rooms.protocol import ErrorCode
+
+    docs = (Path(__file__).parents[2] / "docs" / "rooms.md").read_text(encoding="utf-8")
+    for code in ErrorCode:
+        assert f"`{code.value}`" in docs, code
+    for close in ("1003", "1008", "1009", "1012", "1013"):
+        assert close in docs
