@@ -9,7 +9,6 @@ from importlib.resources import files
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -48,7 +47,7 @@ from townsquare.users.router import router as users_router
 WEB_DIR = files("townsquare") / "web"
 
 
-async def _web_index(_request: Request) -> FileResponse:
+async def _web_index() -> FileResponse:
     return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")
 
 
@@ -180,7 +179,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(auth_router)
     app.include_router(users_router)
-    app.router.add_route("/", _web_index, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route(
+        "/",
+        _web_index,
+        methods=["GET", "HEAD"],
+        response_class=FileResponse,
+        include_in_schema=False,
+    )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     app.include_router(rooms_router)
     app.include_router(websocket.router)
