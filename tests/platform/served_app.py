@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 
-from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +41,6 @@ class PidHeaderMiddleware:
 
 def create_app() -> FastAPI:
     app = create_real_app()
-    sockets: set[WebSocket] = set()
     router = APIRouter(prefix="/test")
 
     @router.get("/pid", response_model=Pid)
@@ -55,26 +54,6 @@ def create_app() -> FastAPI:
         logger.info("slow request finished")
         return Pid(pid=os.getpid())
 
-    @router.websocket("/ws")
-    async def websocket(ws: WebSocket) -> None:
-        await ws.accept()
-        sockets.add(ws)
-        try:
-            while True:
-                await ws.receive_text()
-        except WebSocketDisconnect:
-            pass
-        finally:
-            sockets.discard(ws)
-
-    async def say_bye() -> None:
-        # What the rooms' connection manager does: `bye`, then close 1012.
-        logger.info("drain callback ran for %d socket(s)", len(sockets))
-        for ws in list(sockets):
-            await ws.send_json({"type": "bye", "reason": "server restart"})
-            await ws.close(code=1012)
-
-    app.state.drain.register(say_bye)
     app.include_router(router)
     app.add_middleware(PidHeaderMiddleware)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -105,10 +106,28 @@ def test_sigterm_with_slow_request_and_websocket_finishes_request_says_bye_and_e
 ) -> None:
     graceful_timeout = float(env["GRACEFUL_TIMEOUT"])
     with run_gunicorn(env, tmp_path / "server.log") as server, ExitStack() as stack:
-        sockets = [
-            stack.enter_context(connect(f"{server.ws_url}/test/ws", open_timeout=5))
-            for _ in range(4)
-        ]
+        # Real clients of the real /ws: signed in, in a room. (The SQLite file is the
+        # session's, shared with other tests: names are unique to this run.)
+        unique = uuid.uuid4().hex[:12]
+        email, room = f"ann-{unique}@example.com", f"lobby-{unique}"
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            http.post(
+                "/users", json={"name": "Ann", "email": email, "password": "long enough"}
+            ).raise_for_status()
+            token = http.post(
+                "/auth/token", data={"username": email, "password": "long enough"}
+            ).json()["access_token"]
+            bearer = {"Authorization": f"Bearer {token}"}
+            http.post("/rooms", json={"name": room}, headers=bearer).raise_for_status()
+        sockets = []
+        for _ in range(4):
+            ws = stack.enter_context(
+                connect(f"{server.ws_url}/ws", additional_headers=bearer, open_timeout=5)
+            )
+            assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+            ws.send(json.dumps({"type": "join", "room": room}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "joined"
+            sockets.append(ws)
         slow: dict[str, httpx.Response] = {}
 
         def slow_request() -> None:
@@ -124,14 +143,16 @@ def test_sigterm_with_slow_request_and_websocket_finishes_request_says_bye_and_e
         server.process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
 
-        frames: list[str] = []
+        last_frames: list[dict[str, str]] = []
         codes: list[int | None] = []
         for ws in sockets:
+            last: dict[str, str] = {}
             try:
                 while True:
-                    frames.append(str(ws.recv(timeout=graceful_timeout)))
+                    last = json.loads(ws.recv(timeout=graceful_timeout))
             except ConnectionClosed as closed:
                 codes.append(closed.rcvd.code if closed.rcvd else None)
+            last_frames.append(last)
         thread.join(timeout=graceful_timeout)
         exit_code = server.process.wait(timeout=graceful_timeout + 5)
         took = time.monotonic() - stopped_at
@@ -140,11 +161,11 @@ def test_sigterm_with_slow_request_and_websocket_finishes_request_says_bye_and_e
     assert exit_code == 0
     assert took < graceful_timeout
     assert codes == [1012] * len(sockets)
-    assert frames == ['{"type":"bye","reason":"server restart"}'] * len(sockets)
+    assert last_frames == [{"type": "bye", "reason": "server restarting"}] * len(sockets)
     log = server.log()
     assert "slow request finished" in log
-    assert log.count("drain callback ran") == 2  # once per worker
-    assert log.index("drain callback ran") < log.index("Waiting for application shutdown")
+    assert log.count("draining: 1 callback(s)") == 2  # once per worker
+    assert log.index("draining:") < log.index("Waiting for application shutdown")
 
 
 def test_gunicorn_with_weak_secret_in_production_refuses_to_start(tmp_path: Path) -> None:
