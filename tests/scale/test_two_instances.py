@@ -64,7 +64,9 @@ async def _send_over_ws(listener: Listener, room: str, tag: str) -> list[str]:
     return bodies
 
 
-async def _send_over_rest(http: httpx.AsyncClient, member: Member, room: str, tag: str) -> list[str]:
+async def _send_over_rest(
+    http: httpx.AsyncClient, member: Member, room: str, tag: str
+) -> list[str]:
     bodies = []
     for i in range(MESSAGES_PER_SENDER):
         body = f"{tag}-{i}"
