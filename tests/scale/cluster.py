@@ -97,9 +97,13 @@ class Listener:
     welcome: Frame
     frames: list[Frame] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    pinger: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, server: ServerProcess, member: Member) -> Listener:
+    async def open(
+        cls, server: ServerProcess, member: Member, *, keepalive: float | None = None
+    ) -> Listener:
+        """`keepalive`: send `ping` this often (servers with a short heartbeat timeout)."""
         ws = await connect(
             f"{server.ws_url}/ws",
             additional_headers=member.headers,
@@ -111,7 +115,15 @@ class Listener:
         assert welcome["type"] == "welcome", welcome
         listener = cls(member, server, ws, welcome)
         listener.task = asyncio.create_task(listener._read())
+        if keepalive is not None:
+            listener.pinger = asyncio.create_task(listener._ping(keepalive))
         return listener
+
+    async def _ping(self, every: float) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(every)
+                await self.ws.send('{"type":"ping"}')
 
     async def _read(self) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -178,6 +190,10 @@ class Listener:
         return self.ws.close_code
 
     async def close(self) -> None:
+        if self.pinger is not None:
+            self.pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pinger
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), 3)
         if self.task is not None:
@@ -207,3 +223,55 @@ async def history(http: httpx.AsyncClient, room: str, member: Member) -> list[Fr
 
 def online_ids(joined: Frame) -> set[int]:
     return {int(user["id"]) for user in joined["online"]}
+
+
+@dataclass
+class Traffic:
+    """Posts over REST, alternating between the instances, until stopped; records
+    the seq of each stored message and which instance took it."""
+
+    room: str
+    targets: list[tuple[httpx.AsyncClient, Member]]
+    stored: list[tuple[int, int]] = field(default_factory=list)  # (seq, target index)
+    failures: list[str] = field(default_factory=list)  # answered, but not 201
+    unreachable: list[str] = field(default_factory=list)  # no answer at all
+    skip: set[int] = field(default_factory=set)  # target indexes to stop posting to
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        number = 0
+        while not self._stop.is_set():
+            index = number % len(self.targets)
+            if index in self.skip:
+                number += 1
+                continue
+            http, member = self.targets[index]
+            try:
+                response = await http.post(
+                    f"/rooms/{self.room}/messages",
+                    json={"body": f"traffic-{number}"},
+                    headers=member.headers,
+                )
+            except httpx.TransportError as exc:
+                self.unreachable.append(f"{index}: {exc!r}")
+                await asyncio.sleep(0.01)
+                continue
+            if response.status_code == 201:
+                self.stored.append((response.json()["seq"], index))
+            else:
+                self.failures.append(f"{response.status_code} {response.text}")
+            number += 1
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, WAIT)
+
+    def last_seq(self, index: int | None = None) -> int:
+        seqs = [seq for seq, target in self.stored if index is None or target == index]
+        return max(seqs, default=0)

@@ -102,7 +102,7 @@ async def test_senders_on_two_gunicorn_workers_reach_every_member_once_in_seq_or
                 await listener.join(room)
 
             sends = [_send_over_ws(listener, room) for listener in listeners]
-            sends += [_send_over_rest(http, l.member, room) for l in listeners[:REST_SENDERS]]
+            sends += [_send_over_rest(http, x.member, room) for x in listeners[:REST_SENDERS]]
             sent = [body for bodies in await asyncio.gather(*sends) for body in bodies]
             last = await http.post(
                 f"/rooms/{room}/messages", json={"body": "the end"}, headers=owner.headers

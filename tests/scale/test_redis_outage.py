@@ -3,64 +3,28 @@ PostgreSQL. The Redis is a private `redis-server` this test starts and stops by 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.rooms.wsclient import Member, make_room
-from tests.scale.cluster import WAIT, Listener, close_all, history, run_instances, signup_many
+from tests.scale.cluster import (
+    WAIT,
+    Listener,
+    Traffic,
+    close_all,
+    history,
+    run_instances,
+    signup_many,
+)
 from tests.support.brokers import RedisServer, eventually, random_prefix
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 OUTAGE_MESSAGES = 40  # at least this many stored while Redis is down
-
-
-@dataclass
-class Traffic:
-    """Posts over REST, alternating between the instances, until stopped; records
-    the seq of each stored message and which instance took it."""
-
-    room: str
-    targets: list[tuple[httpx.AsyncClient, Member]]
-    stored: list[tuple[int, int]] = field(default_factory=list)  # (seq, target index)
-    failures: list[str] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        number = 0
-        while not self._stop.is_set():
-            index = number % len(self.targets)
-            http, member = self.targets[index]
-            response = await http.post(
-                f"/rooms/{self.room}/messages",
-                json={"body": f"traffic-{number}"},
-                headers=member.headers,
-            )
-            if response.status_code == 201:
-                self.stored.append((response.json()["seq"], index))
-            else:
-                self.failures.append(f"{response.status_code} {response.text}")
-            number += 1
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, WAIT)
-
-    def last_seq(self, index: int | None = None) -> int:
-        seqs = [seq for seq, target in self.stored if index is None or target == index]
-        return max(seqs, default=0)
 
 
 async def _broker_state(http: httpx.AsyncClient) -> tuple[int, str]:
@@ -143,7 +107,7 @@ async def test_redis_stopped_during_traffic_serves_locally_and_recovers_without_
                 # what Redis dropped was filled from the database.
                 for listener in listeners[:2]:
                     assert listener.seqs(room) == list(range(1, total + 1))
-                since = figures["seq_before_outage"]
+                since = int(figures["seq_before_outage"])
                 assert listeners[2].seqs(room) == list(range(since + 1, total + 1))
 
                 # Members that rejoin with `since` (where they were when Redis went
