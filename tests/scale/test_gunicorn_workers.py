@@ -52,18 +52,22 @@ async def _sockets_per_worker(http: httpx.AsyncClient) -> dict[str, int]:
 async def _open_on_both_workers(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> tuple[list[Listener], dict[str, int]]:
-    """Open sockets in concurrent batches until both workers hold some; the kernel
-    hands each new connection to whichever worker accepts first."""
+    """Open sockets until both workers hold some. One at a time: the kernel wakes
+    every worker for each new connection and whichever accepts first takes it, but
+    a worker woken by a burst accepts the whole backlog at once, so a burst tends to
+    land on one worker."""
+    members = await signup_many(http, MOST_SOCKETS, "W")
     listeners: list[Listener] = []
-    batch = FIRST_BATCH
-    while True:
-        members = await signup_many(http, batch, f"W{len(listeners)}-")
-        listeners += await asyncio.gather(*(Listener.open(server, m) for m in members))
-        per_worker = await _sockets_per_worker(http)
-        busy = {pid: n for pid, n in per_worker.items() if n > 0}
-        if len(busy) >= 2 or len(listeners) >= MOST_SOCKETS:
-            return listeners, busy
-        batch = FIRST_BATCH
+    busy: dict[str, int] = {}
+    for member in members:
+        listeners.append(await Listener.open(server, member))
+        if len(listeners) >= FIRST_BATCH:
+            per_worker = await _sockets_per_worker(http)
+            busy = {pid: n for pid, n in per_worker.items() if n > 0}
+            if len(busy) >= 2:
+                break
+        await asyncio.sleep(0.01)
+    return listeners, busy
 
 
 async def _send_over_ws(listener: Listener, room: str) -> list[str]:

@@ -225,3 +225,44 @@ async def test_admin_disabling_a_user_on_one_instance_closes_its_socket_on_the_o
         await _assert_still_open(bystander)
     finally:
         await close_all([victim, bystander])
+
+
+async def test_retry_on_the_other_instance_is_stored_and_delivered_once(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    # No sticky sessions: a client whose retry lands on another instance (REST with
+    # the same Idempotency-Key, or /ws `send` with the same client_id) is deduplicated
+    # by the shared database.
+    a, b = instances
+    http_a, http_b = https
+    poster, reader = await signup_many(http_a, 2, "Retry")
+    room = await make_room(http_a, poster)
+    watcher = await Listener.open(a, reader)
+    sender_a = await Listener.open(a, poster)
+    sender_b = await Listener.open(b, poster)
+    try:
+        await watcher.join(room)
+        headers = {**poster.headers, "Idempotency-Key": "retry-1"}
+        first = await http_a.post(f"/rooms/{room}/messages", json={"body": "x"}, headers=headers)
+        again = await http_b.post(f"/rooms/{room}/messages", json={"body": "x"}, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.json() == first.json()
+
+        await sender_a.join(room)
+        await sender_b.join(room)
+        await sender_a.send(type="send", room=room, body="y", client_id="retry-2")
+        assert await watcher.has_seq(room, 2)
+        await sender_b.send(type="send", room=room, body="y", client_id="retry-2")
+        end = await http_b.post(
+            f"/rooms/{room}/messages", json={"body": "z"}, headers=poster.headers
+        )
+        assert end.json()["seq"] == 3
+        assert await watcher.has_seq(room, 3)
+        assert [(m["seq"], m["body"]) for m in watcher.messages(room)] == [
+            (1, "x"),
+            (2, "y"),
+            (3, "z"),
+        ]
+    finally:
+        await close_all([watcher, sender_a, sender_b])
