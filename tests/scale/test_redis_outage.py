@@ -3,6 +3,7 @@ PostgreSQL. The Redis is a private `redis-server` this test starts and stops by 
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.scale.cluster import (
     signup_many,
 )
 from tests.support.brokers import RedisServer, eventually, random_prefix
+from tests.support.databases import missing_service
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -51,6 +53,8 @@ async def _until_ready_is(https: list[httpx.AsyncClient], status: int, within: f
 async def test_redis_stopped_during_traffic_serves_locally_and_recovers_without_restart(
     shared_database_url: str, tmp_path: Path
 ) -> None:
+    if shutil.which("redis-server") is None:
+        missing_service("redis-server", FileNotFoundError("redis-server"))
     redis = RedisServer(tmp_path)
     await redis.start()
     env = {
