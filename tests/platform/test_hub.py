@@ -20,6 +20,9 @@ class FlakyBackend(MemoryBackend):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
+        self.healthy = True
+        self.hang = False
+        self.publish_calls = 0
         self.subscribe_calls: list[str] = []
         self.unsubscribe_calls: list[str] = []
         self.read_failures = 0
@@ -32,7 +35,13 @@ class FlakyBackend(MemoryBackend):
         self.unsubscribe_calls.append(channel)
         await super().unsubscribe(channel)
 
+    def is_healthy(self) -> bool:
+        return self.healthy
+
     async def publish(self, channel: str, payload: bytes) -> None:
+        self.publish_calls += 1
+        if self.hang:  # a frozen Redis: the call would wait out its timeout
+            await asyncio.Event().wait()
         if self.down:
             raise BrokerUnavailable("down")
         await super().publish(channel, payload)
@@ -133,6 +142,21 @@ async def test_backend_down_still_delivers_locally(hub: Hub[str], backend: Flaky
     backend.down = True
     await hub.publish("a", b"while down")  # does not raise
     assert await _drain(box) == ["a:while down"]
+
+
+async def test_publish_with_backend_known_down_delivers_locally_without_waiting_on_it(
+    hub: Hub[str], backend: FlakyBackend
+) -> None:
+    mailbox = Mailbox[str](10)
+    await hub.subscribe("a", mailbox)
+    backend.healthy, backend.hang = False, True
+    await asyncio.wait_for(hub.publish("a", b"one"), 1)
+    assert await _drain(mailbox) == ["a:one"]
+    assert backend.publish_calls == 0
+    # Healthy again: publishing through the backend resumes.
+    backend.healthy, backend.hang = True, False
+    await hub.publish("a", b"two")
+    assert backend.publish_calls == 1
 
 
 async def test_reader_survives_backend_read_failures(hub: Hub[str], backend: FlakyBackend) -> None:

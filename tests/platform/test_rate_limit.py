@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from tests.platform.conftest import CapturedLogs, serve_app
 from tests.support.databases import missing_service
 from tests.support.server import free_port
+from townsquare.platform.ratelimit import RateLimiter
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 LOGIN = {"username": "nobody@example.com", "password": "wrong password 123"}
@@ -165,3 +166,15 @@ async def test_rate_limit_with_redis_hung_lets_requests_through_without_hanging(
         server.close()
         await server.wait_closed()
     assert statuses == [401, 401]
+
+
+async def test_rate_limiter_with_memory_url_counts_in_process() -> None:
+    # REDIS_URL=memory:// selects the in-memory broker and presence; the limiter must
+    # accept it too rather than stop the app at start.
+    limiter = RateLimiter(redis_url="memory://")
+    try:
+        limit = RateLimiter.parse("1/minute")
+        assert (await limiter.hit(limit, "someone")).allowed
+        assert not (await limiter.hit(limit, "someone")).allowed
+    finally:
+        await limiter.close()

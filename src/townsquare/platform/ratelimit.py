@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -35,7 +36,8 @@ class RateLimiter:
     def __init__(self, *, redis_url: str | None = None, key_prefix: str = "townsquare") -> None:
         self._pool: ConnectionPool | None = None
         storage: Storage
-        if redis_url:
+        # `memory://` means "no Redis", as it does for the broker and presence.
+        if redis_url and urlsplit(redis_url).scheme != "memory":
             self._pool = ConnectionPool.from_url(
                 redis_url,
                 socket_timeout=STORAGE_TIMEOUT_SECONDS,

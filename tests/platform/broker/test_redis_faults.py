@@ -156,6 +156,28 @@ async def test_redis_frozen_backend_notices_the_silence_and_recovers(
         await asyncio.wait_for(backend.disconnect(), WAIT)
 
 
+async def test_publish_timing_out_on_frozen_redis_turns_unhealthy_at_once(
+    server: RedisServer,
+) -> None:
+    await server.start()
+    # A keepalive far longer than the test: only the failed publish can tell.
+    backend = RedisBackend(server.url, prefix=random_prefix(), timeout=0.5, keepalive=60)
+    await backend.connect()
+    try:
+        await backend.subscribe("room")
+        server.freeze()
+        assert backend.is_healthy()
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(backend.publish("room", b"x"), WAIT)
+        assert not backend.is_healthy()
+        server.thaw()
+        assert await eventually(backend.is_healthy, WAIT)
+        assert await backend.probe(WAIT)
+    finally:
+        server.thaw()
+        await asyncio.wait_for(backend.disconnect(), WAIT)
+
+
 async def test_connect_while_redis_is_down_becomes_healthy_when_it_starts(
     server: RedisServer,
 ) -> None:

@@ -100,6 +100,7 @@ class Hub(Generic[T]):
         self._subscribers: dict[str, set[Sink[T]]] = {}
         self._lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._local_only = False  # publishing skipped while the backend is known down
 
     async def start(self) -> None:
         try:
@@ -157,6 +158,17 @@ class Hub(Generic[T]):
         backend failure is logged, not raised: the message is already stored, and
         other processes' clients recover it from history."""
         self._fan_out(channel, self._decode(channel, payload))
+        if not self.backend.is_healthy():
+            # Known down (its listener lost the connection): do not make every sender
+            # wait out a publish timeout against a Redis that is frozen or unreachable.
+            # The message is stored; other processes fill the hole from history.
+            if not self._local_only:
+                self._local_only = True
+                logger.warning("broker down; delivering in this process only until it is back")
+            return
+        if self._local_only:
+            self._local_only = False
+            logger.warning("broker back; publishing to other processes again")
         try:
             # <instance>|<unix time>|<payload>: the time measures broker lag.
             stamp = b"%.6f" % time.time()

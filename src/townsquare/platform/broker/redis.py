@@ -193,7 +193,15 @@ class RedisBackend:
             self._mark_broken(pubsub, f"UNSUBSCRIBE failed ({_describe(exc)})")
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        await self._publish(self._key(channel), payload)
+        try:
+            await self._publish(self._key(channel), payload)
+        except BrokerUnavailable as exc:
+            if isinstance(exc.__cause__, TimeoutError) and self._pubsub is not None:
+                # A publish that times out means a frozen or black-holed Redis: turn
+                # unhealthy now rather than after the listener's keepalive (seconds
+                # later), so callers stop waiting on every publish in between.
+                self._mark_broken(self._pubsub, "PUBLISH timed out")
+            raise
 
     async def next_event(self) -> Event:
         """Blocks across reconnects; raises `BrokerClosed` once disconnected."""

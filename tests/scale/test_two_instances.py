@@ -1,0 +1,268 @@
+"""Two `townsquare serve` processes sharing PostgreSQL and Redis: delivery, presence
+and session revocation across instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.rooms.wsclient import Member, make_room, signup
+from tests.scale.cluster import (
+    WAIT,
+    Listener,
+    close_all,
+    history,
+    online_ids,
+    run_instances,
+    signup_many,
+)
+from tests.support.brokers import random_prefix
+from tests.support.server import ServerProcess
+from townsquare.platform.database import create_database
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+SENDERS_PER_SIDE = 4  # two over /ws, two over REST
+MESSAGES_PER_SENDER = 50
+
+
+@pytest.fixture(scope="module")
+def instances(
+    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    env = {
+        "DATABASE_URL": shared_database_url,
+        "REDIS_URL": shared_redis_url,
+        "BROKER_CHANNEL_PREFIX": random_prefix(),
+    }
+    with run_instances(env, tmp_path_factory.mktemp("two-instances")) as servers:
+        yield servers
+
+
+@pytest.fixture
+async def https(instances: list[ServerProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    a, b = instances
+    async with (
+        httpx.AsyncClient(base_url=a.base_url, timeout=WAIT) as http_a,
+        httpx.AsyncClient(base_url=b.base_url, timeout=WAIT) as http_b,
+    ):
+        yield [http_a, http_b]
+
+
+async def _send_over_ws(listener: Listener, room: str, tag: str) -> list[str]:
+    bodies = []
+    for i in range(MESSAGES_PER_SENDER):
+        body = f"{tag}-{i}"
+        await listener.send(type="send", room=room, body=body, client_id=body)
+        bodies.append(body)
+        if i % 10 == 9:
+            await asyncio.sleep(0)  # let the other senders interleave
+    return bodies
+
+
+async def _send_over_rest(
+    http: httpx.AsyncClient, member: Member, room: str, tag: str
+) -> list[str]:
+    bodies = []
+    for i in range(MESSAGES_PER_SENDER):
+        body = f"{tag}-{i}"
+        response = await http.post(
+            f"/rooms/{room}/messages", json={"body": body}, headers=member.headers
+        )
+        assert response.status_code == 201, response.text
+        bodies.append(body)
+    return bodies
+
+
+async def test_senders_on_both_instances_reach_every_member_once_in_seq_order(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    a, b = instances
+    http_a, http_b = https
+    members = await signup_many(http_a, 6, "Member")
+    room = await make_room(http_a, members[0])
+    listeners: list[Listener] = []
+    try:
+        on_a = [await Listener.open(a, m) for m in members[:3]]
+        listeners += on_a
+        for listener in on_a:
+            await listener.join(room)
+        on_b = [await Listener.open(b, m) for m in members[3:]]
+        listeners += on_b
+        joined_b = [await listener.join(room) for listener in on_b]
+
+        # Presence spans the instances: B's `joined` lists A's users, and A's members
+        # were told (over the broker) when B's came online.
+        assert {m.id for m in members[:3]} <= online_ids(joined_b[-1])
+        assert online_ids(joined_b[-1]) == {m.id for m in members}
+        for listener in on_a:
+            for member in members[3:]:
+                await listener.wait_for(
+                    "presence", user={"id": member.id, "name": member.name}, state="online"
+                )
+
+        sends = []
+        for side, http, local in (("A", http_a, on_a), ("B", http_b, on_b)):
+            sends += [
+                _send_over_ws(local[0], room, f"{side}-ws0"),
+                _send_over_ws(local[1], room, f"{side}-ws1"),
+                _send_over_rest(http, local[1].member, room, f"{side}-rest0"),
+                _send_over_rest(http, local[2].member, room, f"{side}-rest1"),
+            ]
+        sent = [body for bodies in await asyncio.gather(*sends) for body in bodies]
+        total = 2 * SENDERS_PER_SIDE * MESSAGES_PER_SENDER
+        assert len(set(sent)) == total
+
+        # A last message after all the others: anything doubled or late would be in
+        # front of it.
+        last = await http_b.post(
+            f"/rooms/{room}/messages", json={"body": "the end"}, headers=members[5].headers
+        )
+        assert last.status_code == 201, last.text
+        total += 1
+        assert last.json()["seq"] == total
+        for listener in listeners:
+            assert await listener.has_seq(room, total, within=30), (
+                f"{listener.member.name} stopped at {listener.last_seq(room)} of {total}"
+            )
+
+        stored = await history(http_a, room, members[0])
+        assert [m["seq"] for m in stored] == list(range(1, total + 1))
+        assert {m["body"] for m in stored} == {*sent, "the end"}
+        expected = [(m["seq"], m["body"], m["author"]["id"]) for m in stored]
+        for listener in listeners:
+            got = [(m["seq"], m["body"], m["author"]["id"]) for m in listener.messages(room)]
+            assert got == expected, f"{listener.member.name} on {listener.server.base_url}"
+    finally:
+        await close_all(listeners)
+
+
+async def test_user_leaving_on_one_instance_is_offline_on_the_other(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    a, b = instances
+    http_a, _ = https
+    ann, bob = await signup_many(http_a, 2, "Presence")
+    room = await make_room(http_a, ann)
+    on_a = await Listener.open(a, ann)
+    on_b = await Listener.open(b, bob)
+    try:
+        await on_a.join(room)
+        assert ann.id in online_ids(await on_b.join(room))
+        await on_a.close()
+        await on_b.wait_for("presence", user={"id": ann.id, "name": ann.name}, state="offline")
+        fresh = await Listener.open(b, bob)
+        try:
+            assert online_ids(await fresh.join(room)) == {bob.id}
+        finally:
+            await fresh.close()
+    finally:
+        await close_all([on_a, on_b])
+
+
+async def _make_admin(database_url: str, member: Member) -> None:
+    database = create_database(database_url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE users SET is_admin = true WHERE id = :id"), {"id": member.id}
+            )
+    finally:
+        await database.dispose()
+
+
+async def _assert_still_open(listener: Listener) -> None:
+    before = len(listener.of("pong"))
+    await listener.send(type="ping")
+    for _ in range(int(WAIT / 0.02)):
+        if len(listener.of("pong")) > before:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{listener.member.name} got no pong")
+
+
+async def test_logout_all_on_one_instance_closes_the_users_socket_on_the_other(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    _, b = instances
+    http_a, _ = https
+    user = await signup(http_a, "Revoked")
+    other = await signup(http_a, "Bystander")
+    victim = await Listener.open(b, user)
+    bystander = await Listener.open(b, other)
+    try:
+        response = await http_a.post("/auth/logout-all", headers=user.headers)
+        assert response.status_code == 204, response.text
+        await asyncio.wait_for(asyncio.shield(victim.task), WAIT)  # type: ignore[arg-type]
+        assert victim.close_code == 1008
+        assert victim.of("bye")[-1]["reason"] == "session revoked"
+        await _assert_still_open(bystander)
+    finally:
+        await close_all([victim, bystander])
+
+
+async def test_admin_disabling_a_user_on_one_instance_closes_its_socket_on_the_other(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient], shared_database_url: str
+) -> None:
+    _, b = instances
+    http_a, _ = https
+    admin, user, other = await signup_many(http_a, 3, "Admin")
+    await _make_admin(shared_database_url, admin)
+    victim = await Listener.open(b, user)
+    bystander = await Listener.open(b, other)
+    try:
+        response = await http_a.patch(
+            f"/users/{user.id}", json={"is_active": False}, headers=admin.headers
+        )
+        assert response.status_code == 200, response.text
+        await asyncio.wait_for(asyncio.shield(victim.task), WAIT)  # type: ignore[arg-type]
+        assert victim.close_code == 1008
+        assert victim.of("bye")[-1]["reason"] == "session revoked"
+        await _assert_still_open(bystander)
+    finally:
+        await close_all([victim, bystander])
+
+
+async def test_retry_on_the_other_instance_is_stored_and_delivered_once(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    # No sticky sessions: a client whose retry lands on another instance (REST with
+    # the same Idempotency-Key, or /ws `send` with the same client_id) is deduplicated
+    # by the shared database.
+    a, b = instances
+    http_a, http_b = https
+    poster, reader = await signup_many(http_a, 2, "Retry")
+    room = await make_room(http_a, poster)
+    watcher = await Listener.open(a, reader)
+    sender_a = await Listener.open(a, poster)
+    sender_b = await Listener.open(b, poster)
+    try:
+        await watcher.join(room)
+        headers = {**poster.headers, "Idempotency-Key": "retry-1"}
+        first = await http_a.post(f"/rooms/{room}/messages", json={"body": "x"}, headers=headers)
+        again = await http_b.post(f"/rooms/{room}/messages", json={"body": "x"}, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.json() == first.json()
+
+        await sender_a.join(room)
+        await sender_b.join(room)
+        await sender_a.send(type="send", room=room, body="y", client_id="retry-2")
+        assert await watcher.has_seq(room, 2)
+        await sender_b.send(type="send", room=room, body="y", client_id="retry-2")
+        end = await http_b.post(
+            f"/rooms/{room}/messages", json={"body": "z"}, headers=poster.headers
+        )
+        assert end.json()["seq"] == 3
+        assert await watcher.has_seq(room, 3)
+        assert [(m["seq"], m["body"]) for m in watcher.messages(room)] == [
+            (1, "x"),
+            (2, "y"),
+            (3, "z"),
+        ]
+    finally:
+        await close_all([watcher, sender_a, sender_b])
