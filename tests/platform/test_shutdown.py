@@ -3,8 +3,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvicorn
+import websockets
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from tests.platform.conftest import CapturedLogs
+from tests.support.server import free_port
 from townsquare.platform.server import DrainingServer, _find_drain, uvicorn_timeout
 from townsquare.platform.shutdown import Drain
 
@@ -62,23 +66,35 @@ def test_uvicorn_timeout_leaves_room_inside_graceful_timeout() -> None:
     assert uvicorn_timeout(1) == 1
 
 
-async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets(
-    sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`townsquare serve`'s server: a drain callback's `bye` reaches the client, then 1012."""
-    import uvicorn
-    import websockets
+async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> None:
+    """`townsquare serve`'s server: a drain callback's `bye` reaches the client, then 1012.
 
-    from tests.conftest import TEST_SECRET
-    from tests.platform.served_app import create_app
-    from tests.support.server import free_port
+    A bare app with one socket route and one drain callback, so this checks the server's
+    shutdown order alone (the rooms' own drain is tested under gunicorn and in rooms/).
+    """
+    app = FastAPI()
+    app.state.drain = Drain()
+    sockets: set[WebSocket] = set()
 
-    monkeypatch.setenv("ENV", "test")
-    monkeypatch.setenv("SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("DATABASE_URL", sqlite_database_url)
+    @app.websocket("/ws")
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        sockets.add(websocket)
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            sockets.discard(websocket)
+
+    async def say_bye() -> None:
+        for websocket in list(sockets):
+            await websocket.send_json({"type": "bye", "reason": "server restart"})
+            await websocket.close(code=1012)
+
+    app.state.drain.register(say_bye)
     port = free_port()
     config = uvicorn.Config(
-        create_app(), host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=3
+        app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=3
     )
     server = DrainingServer(config, graceful_timeout=5)
     serving = asyncio.create_task(server.serve())
@@ -86,7 +102,7 @@ async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets(
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
                 await asyncio.sleep(0.02)
-            async with websockets.connect(f"ws://127.0.0.1:{port}/test/ws") as ws:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
                 server.should_exit = True
                 frame = await ws.recv()
                 with pytest.raises(websockets.ConnectionClosed) as closed:
