@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +17,11 @@ from townsquare.config import Settings
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "ver"]
+LEEWAY_SECONDS = 5
+# Verified tokens remembered per process: a request's token is read by the rate
+# limiter and then by the auth dependency, and a client sends the same token for
+# minutes, so the signature is checked once rather than on every read.
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,7 @@ class TokenCodec:
         self._audience = settings.jwt_audience
         self.access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
         self.refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def encode_access(self, *, user_id: int, token_version: int, now: datetime) -> str:
         payload = {
@@ -45,6 +53,18 @@ class TokenCodec:
         return jwt.encode(payload, self._key, algorithm=ALGORITHM)
 
     def decode_access(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self._verified[token] = claims
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        # Expiry is checked on every use, a remembered token included.
+        if claims.expires_at + LEEWAY_SECONDS <= time.time():
+            raise InvalidToken()
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             # The algorithm list is pinned: a token that names `none` or any other
             # algorithm is refused before its signature is even looked at.
@@ -55,7 +75,7 @@ class TokenCodec:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
             user_id = int(payload["sub"])
             version = payload["ver"]
