@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,8 +127,3 @@ def make_account(client: httpx.AsyncClient, app: FastAPI) -> MakeAccount:
         return Account(user_id, name, email, password, pair["access_token"], pair["refresh_token"])
 
     return make
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    return tmp_path

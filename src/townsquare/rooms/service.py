@@ -215,13 +215,17 @@ async def post_message(
 ) -> tuple[MessageRead, bool]:
     """Store a message with the room's next `seq`. Returns it and whether it is new:
     a repeated `client_id` or `Idempotency-Key` gives back the message stored first."""
-    existing = await _existing_message(
-        session,
-        room=room,
-        author_id=author.id,
-        client_id=client_id,
-        idempotency_key=idempotency_key,
-    )
+
+    async def stored_before() -> MessageRead | None:
+        return await _existing_message(
+            session,
+            room=room,
+            author_id=author.id,
+            client_id=client_id,
+            idempotency_key=idempotency_key,
+        )
+
+    existing = await stored_before()
     if existing is None:
         try:
             return await _insert_message(
@@ -235,13 +239,7 @@ async def post_message(
         except IntegrityError:
             # The same client_id or key raced in on another connection and won.
             await session.rollback()
-            existing = await _existing_message(
-                session,
-                room=room,
-                author_id=author.id,
-                client_id=client_id,
-                idempotency_key=idempotency_key,
-            )
+            existing = await stored_before()
             if existing is None:
                 raise
     if idempotency_key is not None and existing.body != body:

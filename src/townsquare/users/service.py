@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,10 +27,6 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
 async def list_users(session: AsyncSession, *, skip: int, limit: int) -> Sequence[User]:
     result = await session.execute(select(User).order_by(User.id).offset(skip).limit(limit))
     return result.scalars().all()
-
-
-async def count_users(session: AsyncSession) -> int:
-    return (await session.execute(select(func.count()).select_from(User))).scalar_one()
 
 
 async def create_user(
