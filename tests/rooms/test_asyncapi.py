@@ -37,6 +37,7 @@ def test_asyncapi_lists_every_frame_of_both_unions() -> None:
     assert server_types == {
         "welcome",
         "joined",
+        "left",
         "message",
         "presence",
         "typing",

@@ -322,7 +322,13 @@ class Connection:
         if self.rooms.get(name) is not state:
             return  # left (or joined again) before the writer got here
         online = await self.manager.online(name)
-        joined = JoinedFrame(room=name, seq=replay.current, online=online)
+        joined = JoinedFrame(
+            room=name,
+            seq=replay.current,
+            online=online,
+            online_count=len(online),
+            recovered=True,
+        )
         await self._send_text(joined.model_dump_json())
         if replay.since is None:
             state.last_seq = replay.current

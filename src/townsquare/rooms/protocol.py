@@ -116,7 +116,29 @@ class JoinedFrame(BaseModel):
     type: Literal["joined"] = Field(default="joined", description="Frame type.")
     room: str = Field(description="The room's name.")
     seq: int = Field(description="The room's latest `seq` when the join took effect.")
-    online: list[UserPublic] = Field(description="Users connected to the room now.")
+    online: list[UserPublic] = Field(
+        description="Users connected to the room now, by id; at most 100 (see `online_count`)."
+    )
+    online_count: int = Field(description="How many users are connected to the room now.")
+    recovered: bool = Field(
+        description="Whether every message after `since` follows. False when `since` "
+        "asked for more than the server replays: page the gap with "
+        "GET /rooms/{name}/messages and join again with a newer `since`."
+    )
+
+
+class LeftReason(StrEnum):
+    REMOVED = "removed"  # the user was removed from the room's members
+    ROOM_DELETED = "room_deleted"
+    ACCESS_REVOKED = "access_revoked"  # made private, a role taken away, account disabled
+
+
+class LeftFrame(BaseModel):
+    """The server took the connection out of a room; nothing more of it follows."""
+
+    type: Literal["left"] = Field(default="left", description="Frame type.")
+    room: str = Field(description="The room's name.")
+    reason: LeftReason = Field(description="Why the connection is no longer in the room.")
 
 
 class MessageFrame(BaseModel):
@@ -194,6 +216,7 @@ class ByeFrame(BaseModel):
 ServerFrame = Annotated[
     WelcomeFrame
     | JoinedFrame
+    | LeftFrame
     | MessageFrame
     | PresenceFrame
     | TypingEventFrame
