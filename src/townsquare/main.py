@@ -89,7 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=settings.broker_timeout_seconds,
         )
         rooms = app.state.rooms = ConnectionManager(
-            settings=settings, database=database, hub=hub, presence=presence
+            settings=settings,
+            database=database,
+            hub=hub,
+            presence=presence,
+            revocations=app.state.revocations,
         )
         await rooms.start()
 
@@ -102,7 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness.add("broker", broker_delivers)
         # SIGTERM: say `bye` and close with 1012 before the server drops connections.
         drain.register(lambda: rooms.shutdown(grace=settings.graceful_timeout / 3))
-        app.state.revocations.add_listener(rooms.revoke_user)
         try:
             async with metrics.sampling():
                 yield

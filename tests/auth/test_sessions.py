@@ -6,13 +6,15 @@ import httpx
 from fastapi import FastAPI
 
 from tests.conftest import MakeAccount
+from townsquare.auth.revocations import AccountChange, ChangeKind
 
 
 def _record_revocations(app: FastAPI) -> list[int]:
     seen: list[int] = []
 
-    async def listener(user_id: int) -> None:
-        seen.append(user_id)
+    async def listener(change: AccountChange) -> None:
+        if change.kind is ChangeKind.SESSIONS_ENDED:
+            seen.append(change.user_id)
 
     app.state.revocations.add_listener(listener)
     return seen

@@ -98,6 +98,8 @@ class Connection:
         self.public = UserPublic(id=user.id, name=user.name)
         self.id = uuid.uuid4().hex
         self.token_expires_at = token_expires_at
+        # The login this connection belongs to, once access tokens name it.
+        self.session_id: str | None = None
         self.expiry_warned_at: float | None = None
         self.rooms: dict[str, RoomState] = {}
         self.last_seen = time.monotonic()

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevocations
 from townsquare.config import Settings
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import Database
@@ -85,19 +86,29 @@ def message_frame(message: MessageRead) -> MessageFrame:
 
 
 class _ControlSink:
-    """Receives the control channel for the manager; acts at once, never queues."""
+    """Receives the control channel for the manager: account changes made on any
+    instance, handed to the local listeners of `SessionRevocations`."""
 
     def __init__(self, manager: ConnectionManager) -> None:
         self.manager = manager
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def offer(self, item: RoomEvent) -> bool:
         try:
             command = json.loads(item.text)
-            user_id = int(command["revoke_user"])
+            if command.get("origin") == self.manager.hub.instance_id:
+                return True  # this instance told its own listeners already
+            change = AccountChange(
+                user_id=int(command["user_id"]),
+                kind=ChangeKind(command["kind"]),
+                session_id=command.get("session_id"),
+            )
         except (ValueError, KeyError, TypeError):
             logger.warning("ignored a malformed control command")
             return True
-        self.manager.close_user_connections(user_id)
+        task = asyncio.create_task(self.manager.revocations.deliver(change))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return True
 
 
@@ -109,8 +120,10 @@ class ConnectionManager:
         database: Database,
         hub: Hub[RoomEvent],
         presence: PresenceStore,
+        revocations: SessionRevocations,
     ) -> None:
         self.settings = settings
+        self.revocations = revocations
         self.database = database
         self.hub = hub
         self.presence = presence
@@ -122,6 +135,8 @@ class ConnectionManager:
 
     async def start(self) -> None:
         await self.hub.subscribe(CONTROL_CHANNEL, self._control)
+        self.revocations.set_transport(self.publish_account_change)
+        self.revocations.add_listener(self.on_account_change)
 
     def register(self, connection: Connection) -> None:
         self.connections.add(connection)
@@ -147,10 +162,28 @@ class ConnectionManager:
 
     # -- sessions ----------------------------------------------------------------------
 
-    async def revoke_user(self, user_id: int) -> None:
-        """Close every WebSocket of `user_id` on every instance (this one included)."""
-        command = json.dumps({"revoke_user": user_id}).encode()
+    async def publish_account_change(self, change: AccountChange) -> None:
+        """Tell every other instance."""
+        command = json.dumps(
+            {
+                "origin": self.hub.instance_id,
+                "user_id": change.user_id,
+                "kind": change.kind,
+                "session_id": change.session_id,
+            }
+        ).encode()
         await self.hub.publish(CONTROL_CHANNEL, _CONTROL + b"\n" + command)
+
+    async def on_account_change(self, change: AccountChange) -> None:
+        if change.kind is ChangeKind.SESSIONS_ENDED:
+            self.close_user_connections(change.user_id)
+        elif change.kind is ChangeKind.SESSION_ENDED:
+            for connection in list(self.connections):
+                if (
+                    connection.user.id == change.user_id
+                    and connection.session_id == change.session_id
+                ):
+                    connection.request_close(CloseCode.POLICY_VIOLATION, "session revoked")
 
     def close_user_connections(self, user_id: int) -> None:
         for connection in list(self.connections):
