@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import TEST_SECRET, make_settings
-from tests.rooms.wsclient import Client, Member, make_room, signup
+from tests.rooms.wsclient import Client, Frame, Member, make_room, signup
 from tests.support.server import ServerProcess
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.database import utcnow
