@@ -129,18 +129,18 @@ async def main(args: argparse.Namespace) -> int:
             await create_room(ts, ctx.accounts["ts-pg"][0], room)
         print(f"  set-up: {needed} accounts, {time.monotonic() - started:.0f} s", flush=True)
 
-        # B4's history is stored through /ws while B3 measures memory on servers of its
-        # own (B3's figures are RSS, which CPU contention does not change).
-        seeding = None
-        if "B4" in suites:
-            seeders = ctx.accounts["ts-pg"][1 : 1 + plan.hot_members]
-            seeding = asyncio.create_task(b4_recovery.seed(ctx, seeders))
         if "B1" in suites:
             await ctx.start(
                 uvicorn_server("bare-http", "bench.servers.bare_http:app", logs, shared, "/bare")
             )
             await b1_http.run(ctx)
             ctx.stop("bare-http")
+        # B4's history is stored through /ws while B3 measures memory on servers of its
+        # own (B3's figures are RSS, which CPU contention does not change).
+        seeding = None
+        seeders = ctx.accounts["ts-pg"][1 : 1 + plan.hot_members]
+        if "B4" in suites:
+            seeding = asyncio.create_task(b4_recovery.seed(ctx, seeders))
         if "B3" in suites:
             ts_tokens = [a.token for a in ctx.accounts["ts-pg"]]
             count = plan.idle_sockets + b3_idle.WARM_SOCKETS
