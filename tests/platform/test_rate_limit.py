@@ -176,7 +176,7 @@ async def test_500_concurrent_requests_against_a_limit_of_100_never_pass_uncheck
         rate_limit_default="100/minute",
         redis_url=REDIS_URL,
         rate_limit_key_prefix=redis_prefix,
-        rate_limit_redis_pool_size=2,
+        rate_limit_redis_pool_size="2",
     )
     async with serve_app(app) as client:
         responses = await asyncio.gather(*(client.get("/users/1") for _ in range(500)))
