@@ -273,7 +273,7 @@ def _short_lived_token(member: Member, seconds: float) -> str:
     """A valid token for `member` that expires `seconds` from now."""
     codec = TokenCodec(make_settings(secret_key=TEST_SECRET, access_token_ttl_seconds=30))
     issued = utcnow() - timedelta(seconds=30 - seconds)
-    return codec.encode_access(user_id=member.id, token_version=0, now=issued)
+    return codec.encode_access(user_id=member.id, token_version=0, session_id="s1", now=issued)
 
 
 async def test_expired_token_without_refresh_closes_1008(
