@@ -89,7 +89,7 @@ class PrincipalCache:
         self._load = load
         self.max_size = max_size
         self.ttl = ttl
-        self._clock = clock
+        self.clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._keys_of_user: dict[int, set[Key]] = {}
         # Loads under way, shared by the requests that need the same login meanwhile.
@@ -106,7 +106,7 @@ class PrincipalCache:
         entry = self._entries.get(key)
         if (
             entry is None
-            or entry.expires_at <= self._clock()
+            or entry.expires_at <= self.clock()
             or entry.login.principal.token_version < claims.token_version
         ):
             login = await self._fetch(key)
@@ -144,7 +144,7 @@ class PrincipalCache:
         return login
 
     def _store(self, key: Key, login: Login) -> None:
-        self._entries[key] = _Entry(login, self._clock() + self.ttl)
+        self._entries[key] = _Entry(login, self.clock() + self.ttl)
         self._entries.move_to_end(key)
         self._keys_of_user.setdefault(key[0], set()).add(key)
         while len(self._entries) > self.max_size:
