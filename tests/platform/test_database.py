@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import make_settings
 from tests.support import databases
@@ -87,4 +88,36 @@ async def test_concurrent_reads_reuse_the_pools_connections(small_pool_app: Fast
     # Forty requests at once over a pool of two: at most two PostgreSQL sessions ever
     # opened (none if the earlier requests left them open), none opened and closed per burst.
     assert len(opened) <= 2
-    assert database.engine.pool.checkedout() == 0
+    assert database.engine.pool.status().endswith("Current Checked out connections: 0")
+
+
+async def test_connection_killed_under_the_pool_gives_one_503_then_recovers(
+    postgresql_database_url: str,
+) -> None:
+    settings = make_settings(database_url=postgresql_database_url, database_pool_size=1)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        database: Database = application.state.database
+        transport = httpx.ASGITransport(app=application)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                user_id, headers = await _signed_in(client)
+                assert (await client.get(f"/users/{user_id}", headers=headers)).status_code == 200
+                # The pool's one connection dies (a restart, a failover, an admin).
+                async with database.engine.connect() as connection:
+                    pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+                    await connection.rollback()
+                killer = create_async_engine(postgresql_database_url)
+                try:
+                    async with killer.connect() as connection:
+                        await connection.execute(
+                            text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                        )
+                finally:
+                    await killer.dispose()
+                broken = await client.get(f"/users/{user_id}", headers=headers)
+                assert broken.status_code == 503
+                assert broken.headers["retry-after"] == "1"
+                assert (await client.get(f"/users/{user_id}", headers=headers)).status_code == 200
+        finally:
+            await databases.empty_tables(database.engine)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -18,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
+
+from townsquare.platform.errors import DatabaseUnavailable
 
 # Stable constraint names, so migrations can drop and alter what they created.
 NAMING_CONVENTION = {
@@ -98,10 +102,18 @@ class OneRowRead:
                 result = await connection.execute(self.statement, params)
                 return cast(Mapping[str, Any] | None, result.mappings().first())
         sql, names = self._compiled or self._compile(database.engine.dialect)
-        async with database.engine.connect() as connection:
-            raw = await connection.get_raw_connection()
+        # The pool's connection itself, not an AsyncConnection: its context manager
+        # closes in a task of its own, two more turns of the event loop per read.
+        raw = await database.engine.raw_connection()
+        try:
             driver: Any = raw.driver_connection
             record = await driver.fetchrow(sql, *(params[name] for name in names))
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            # The connection broke (a restart, a failover): never hand it out again.
+            raw.invalidate(exc)
+            raise DatabaseUnavailable() from exc
+        finally:
+            await greenlet_spawn(raw.close)
         # A plain dict: an asyncpg Record is a mapping without attributes, which models
         # built `from_attributes` would not read.
         return None if record is None else dict(record.items())
