@@ -113,6 +113,14 @@ async def test_connection_killed_under_the_pool_gives_one_503_then_recovers(
                         await connection.execute(
                             text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
                         )
+                        # pg_terminate_backend only signals: wait until the backend is gone.
+                        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+                        for _ in range(500):
+                            if (await connection.execute(gone, {"pid": pid})).scalar() == 0:
+                                break
+                            await asyncio.sleep(0.01)
+                        else:
+                            pytest.fail(f"backend {pid} still alive")
                 finally:
                     await killer.dispose()
                 broken = await client.get(f"/users/{user_id}", headers=headers)
