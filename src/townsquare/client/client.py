@@ -86,6 +86,7 @@ class Client:
         url: str,
         token: str | None = None,
         *,
+        ws_url: str | None = None,
         tokens: TokenPair | None = None,
         refresh_token: str | None = None,
         token_provider: TokenProvider | None = None,
@@ -100,7 +101,8 @@ class Client:
         events_size: int = 1000,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`url`: the service's base URL (http://host:port). Credentials: `token` (an
+        """`url`: the service's base URL (http://host:port); `ws_url` when its `/ws` is
+        served from elsewhere (default: `url` with ws:// or wss://). Credentials: `token` (an
         access token), `tokens` (a pair from `Api.login`: refreshed before expiry),
         `refresh_token`, `token_provider` (called for a new token when needed) or a
         ready `credentials`. `max_frames_per_second`: keep it at or under the
@@ -118,6 +120,7 @@ class Client:
             else:
                 raise ValueError("Client needs token=, tokens=, or credentials=")
         self.url = url
+        self.ws_url = ws_url or url
         self.credentials = credentials
         self.api = Api(url, credentials=credentials, transport=http_transport)
         self.connect_timeout = connect_timeout

@@ -139,7 +139,7 @@ async def _open(client: Client) -> Connection:
         version = credentials.version
         try:
             connection = await Connection.open(
-                client.url, credentials.access_token, open_timeout=client.connect_timeout
+                client.ws_url, credentials.access_token, open_timeout=client.connect_timeout
             )
         except Rejected as exc:
             if exc.error is None or exc.error.code not in AUTH_ERRORS:
