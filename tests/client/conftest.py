@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from tests.client.servers import SERVER_ENV
+from tests.conftest import make_settings
 from tests.support.server import ServerProcess, run_server
 from townsquare.auth.schemas import TokenPair
+from townsquare.auth.tokens import TokenCodec
 from townsquare.client import Api
 
 PASSWORD = "correct horse battery"
@@ -53,3 +57,13 @@ async def new_room(url: str, owner: User, *, private: bool = False) -> str:
 async def http_api(server: ServerProcess) -> AsyncIterator[Api]:
     async with Api(server.base_url) as api:
         yield api
+
+
+def mint_access_token(user: User, *, lifetime: float, issued_ago: float = 0.0) -> str:
+    """An access token for `user` as the server would sign it, with a lifetime shorter
+    than the server's minimum setting (or already expired)."""
+    codec = TokenCodec(make_settings())
+    codec.access_ttl = timedelta(seconds=lifetime)
+    claims = jwt.decode(user.tokens.access_token, options={"verify_signature": False})
+    issued = datetime.now(UTC) - timedelta(seconds=issued_ago)
+    return codec.encode_access(user_id=user.id, token_version=claims["ver"], now=issued)

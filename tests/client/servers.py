@@ -25,10 +25,13 @@ SERVER_ENV = {
     "RATE_LIMIT_ENABLED": "false",
     "WS_HEARTBEAT_INTERVAL_SECONDS": "0.5",
     "WS_HEARTBEAT_TIMEOUT_SECONDS": "1.5",
+    # An expired token gets `token_expired`, then 1008 this long after.
+    "WS_AUTH_TIMEOUT_SECONDS": "1",
     "WS_MESSAGES_PER_SECOND": "2000",
     "WS_SEND_QUEUE_SIZE": "2000",
 }
 HEARTBEAT_TIMEOUT = 1.5
+AUTH_TIMEOUT = 1.0
 WAIT = 30.0  # seconds: a bound against hangs, never a measurement
 
 

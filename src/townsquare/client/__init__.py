@@ -1,9 +1,9 @@
 """A typed Python client for townsquare: the `/ws` protocol with the server's own
 Pydantic models, reconnects hidden, every room message delivered once and in order.
 
-    from townsquare.client import Api, Client
+    from townsquare.client import Client, login
 
-    tokens = await Api(url).login(email, password)
+    tokens = await login(url, email, password)
     async with Client(url, tokens=tokens) as client:
         await client.join("general")
         await client.send("general", "hello")
@@ -15,7 +15,7 @@ no reconnects) for tools and protocol tests; `Api` is the REST side. See
 docs/client.md.
 """
 
-from townsquare.client.api import Api
+from townsquare.client.api import Api, login
 from townsquare.client.backoff import Backoff
 from townsquare.client.client import Client
 from townsquare.client.connection import Connection, Rejected, ws_url
@@ -35,6 +35,7 @@ from townsquare.client.errors import (
 )
 from townsquare.client.events import Connected, Disconnected, Event
 from townsquare.rooms.protocol import (
+    ErrorFrame,
     JoinedFrame,
     LeftFrame,
     MessageFrame,
@@ -56,6 +57,7 @@ __all__ = [
     "Connection",
     "Credentials",
     "Disconnected",
+    "ErrorFrame",
     "Event",
     "JoinedFrame",
     "LeftFrame",
@@ -71,5 +73,6 @@ __all__ = [
     "TokenProvider",
     "TypingEventFrame",
     "WelcomeFrame",
+    "login",
     "ws_url",
 ]

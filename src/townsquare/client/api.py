@@ -128,6 +128,10 @@ class Api:
             "POST", "/auth/logout", auth=False, json={"refresh_token": refresh_token}
         )
 
+    async def logout_all(self) -> None:
+        """End every session of the account, everywhere (its sockets too)."""
+        await self._request("POST", "/auth/logout-all")
+
     async def me(self) -> UserRead:
         return await self._get(UserRead, "/me")
 
@@ -187,6 +191,12 @@ class Api:
             "POST", f"/rooms/{room}/messages", json={"body": body}, headers=headers
         )
         return MessageRead.model_validate(response.json())
+
+
+async def login(url: str, email: str, password: str) -> TokenPair:
+    """Sign in at the service `url`; the token pair for `Client(url, tokens=...)`."""
+    async with Api(url) as api:
+        return await api.login(email, password)
 
 
 def _error(response: httpx.Response) -> ApiError:

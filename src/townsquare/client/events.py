@@ -1,5 +1,6 @@
 """What `Client.events()` yields besides room messages: the connection's ups and
-downs, presence, typing and removals from rooms."""
+downs, presence, typing, removals from rooms, and the server's `error` notices that
+no call of the caller's is waiting for (`rate_limited`, `token_expired`, ...)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass
 
-from townsquare.rooms.protocol import LeftFrame, PresenceFrame, TypingEventFrame, WelcomeFrame
+from townsquare.rooms.protocol import (
+    ErrorFrame,
+    LeftFrame,
+    PresenceFrame,
+    TypingEventFrame,
+    WelcomeFrame,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +37,7 @@ class Disconnected:
     final: bool = False
 
 
-Event = Connected | Disconnected | PresenceFrame | TypingEventFrame | LeftFrame
+Event = Connected | Disconnected | PresenceFrame | TypingEventFrame | LeftFrame | ErrorFrame
 
 
 class EventQueue:

@@ -245,11 +245,9 @@ def _dispatch(client: Client, connection: Connection, frame: ServerFrame) -> Non
 
 
 def _on_error(client: Client, error: ErrorFrame) -> None:
-    if error.ref is not None:
-        if client.outbox.refused(error):
-            return
-        if client.join_refused(error):
-            return
+    if error.ref is not None and (client.outbox.refused(error) or client.join_refused(error)):
+        return
+    client.emit(error)
     if error.code is ErrorCode.RATE_LIMITED:
         # The server dropped frames from here on: wait for its bucket to refill, then
         # write every unconfirmed send again.
