@@ -68,7 +68,7 @@ class RestartableServer:
 
     async def _wait_healthy(self) -> None:
         assert self.process is not None
-        async with httpx.AsyncClient(timeout=1) as http, asyncio.timeout(WAIT):
+        async with httpx.AsyncClient(timeout=1) as http, asyncio.timeout(2 * WAIT):
             while True:
                 if self.process.returncode is not None:
                     raise RuntimeError(f"server exited with {self.process.returncode}")

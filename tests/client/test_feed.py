@@ -41,9 +41,7 @@ class History:
 
 
 def feed(history: History, *, since: int | None = None, capacity: int = 100) -> RoomFeed:
-    return RoomFeed(
-        ROOM, since=since, capacity=capacity, fetch=history.page, rejoin=rejoins.append
-    )
+    return RoomFeed(ROOM, since=since, capacity=capacity, fetch=history.page, rejoin=rejoins.append)
 
 
 rejoins: list[RoomFeed] = []
