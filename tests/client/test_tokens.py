@@ -31,6 +31,11 @@ async def _drain(client: Client, into: list[Event]) -> None:
         into.append(event)
 
 
+async def _read_all(client: Client, room: str) -> None:
+    async for _ in client.messages(room):
+        pass
+
+
 async def test_concurrent_refreshes_make_one_request(server: ServerProcess) -> None:
     ann = await sign_up(server.base_url, "Ann")
     credentials = Credentials.from_pair(ann.tokens)
@@ -109,9 +114,7 @@ async def test_ended_session_stops_the_client_with_authentication_failed(
             # Every token of the account dies, the refresh tokens too.
             await api.logout_all()
         with pytest.raises(AuthenticationFailed):
-            async with asyncio.timeout(WAIT):
-                async for _ in client.messages(room):
-                    pass
+            await asyncio.wait_for(_read_all(client, room), WAIT)
         with pytest.raises(AuthenticationFailed):
             await client.send(room, "too late")
         await asyncio.wait_for(drain, WAIT)  # the events end too
