@@ -20,8 +20,9 @@ from townsquare.client import Api
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the client tests (each test makes its own users and rooms)."""
     tmp = tmp_path_factory.mktemp("client-e2e")
     env = {**SERVER_ENV, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'e2e.db'}"}
     with run_server(env, tmp / "server.log") as process:

@@ -36,7 +36,7 @@ async def test_readme_example_runs_as_written(server: ServerProcess, tmp_path: P
     code = readme_example().replace("http://127.0.0.1:8000", server.base_url)
     assert server.base_url in code
     async with Api(server.base_url) as api:
-        # The README's curl lines (this module has a server of its own).
+        # The README's curl lines (no other test uses Ann's address or `general`).
         await api.signup(name="Ann", email="ann@example.com", password="correct horse")
         await api.login("ann@example.com", "correct horse")
         await api.create_room("general")

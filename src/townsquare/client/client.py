@@ -16,9 +16,10 @@ once however often it is retried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Self
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Self
 
 import httpx
 
@@ -52,6 +53,8 @@ from townsquare.rooms.protocol import (
     WelcomeFrame,
 )
 from townsquare.users.schemas import UserPublic
+
+CLOSE_TIMEOUT = 2.0  # for the server's answer to our close frame
 
 
 class Changes:
@@ -174,14 +177,18 @@ class Client:
     async def aclose(self) -> None:
         """Close the connection and stop; iterators end, pending sends raise
         `ClientClosed`."""
+        # Taken before the supervisor stops: its cleanup forgets the connection.
+        connection = self.connection
         self.fail(ClientClosed("the client is closed"))
         tasks = [task for task in (self._supervisor, *self._tasks) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        connection, self.connection = self.connection, None
+        self.connection = None
         if connection is not None:
-            await connection.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+            connection.abort()  # no-op once closed; frees the socket if the close hung
         await self.api.aclose()
 
     def fail(self, error: BaseException) -> None:
@@ -196,9 +203,9 @@ class Client:
         self._events.close()
         self.changes.notify()
 
-    def spawn(self, work: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
-        """Run a coroutine in the background, kept until done or the client closes."""
-        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, kept until done or the client closes."""
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
