@@ -45,6 +45,7 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
+        assert self._server is None, "started already"
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
@@ -91,6 +92,8 @@ class TcpProxy:
         for link in self.links:
             link.client.close()
             link.server.close()
+        if self._server is not None:
+            await self._server.wait_closed()
 
 
 @dataclass

@@ -26,7 +26,6 @@ SLACK = 1.0
 @pytest.fixture
 async def proxy(server: ServerProcess) -> AsyncIterator[TcpProxy]:
     tcp = TcpProxy(int(server.base_url.rsplit(":", 1)[1]))
-    await tcp.start()
     yield tcp
     await tcp.close()
 
