@@ -102,7 +102,9 @@ async def _supervise(client: Client) -> None:
             raise fatal
         client.emit(outcome)
         if _auth_trouble(connection):
-            await client.credentials.refresh(connection.token_version)
+            # Unreachable just now: the next connect is refused and tries again.
+            with contextlib.suppress(ApiError, httpx.TransportError):
+                await client.credentials.refresh(connection.token_version)
         if (
             time.monotonic() - started >= STABLE_SECONDS
             or outcome.code == CloseCode.SERVICE_RESTART
