@@ -76,7 +76,9 @@ async def test_send_lost_on_the_way_is_written_again_after_reconnect(
     url = await proxy.start()
     try:
         async with (
-            Client(url, tokens=ann.tokens, backoff=FAST) as client,
+            # No confirmation timeout within the test's bound: only the reconnect
+            # can make the client write the send again.
+            Client(url, tokens=ann.tokens, backoff=FAST, ack_timeout=3 * WAIT) as client,
             Client(server.base_url, tokens=bob.tokens) as watcher,
         ):
             await client.join(room)
