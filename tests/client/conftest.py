@@ -67,4 +67,6 @@ def mint_access_token(user: User, *, lifetime: float, issued_ago: float = 0.0) -
     codec.access_ttl = timedelta(seconds=lifetime)
     claims = jwt.decode(user.tokens.access_token, options={"verify_signature": False})
     issued = datetime.now(UTC) - timedelta(seconds=issued_ago)
-    return codec.encode_access(user_id=user.id, token_version=claims["ver"], now=issued)
+    return codec.encode_access(
+        user_id=user.id, token_version=claims["ver"], session_id=claims["sid"], now=issued
+    )

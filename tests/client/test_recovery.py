@@ -4,8 +4,7 @@ WS_REPLAY_MAX): the client pages the gap over REST, joins again with the newer
 
 The first test forces the condition against a real server through a proxy that
 acts as a server with a replay cap (`FrameProxy(cap=...)`). The second runs the
-same scenario against a server configured with WS_REPLAY_MAX; it is skipped until
-the server has that setting.
+same scenario against a real server configured with a small WS_REPLAY_MAX.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from tests.client.proxies import FrameProxy, TcpProxy
 from tests.client.servers import SERVER_ENV, WAIT
 from tests.support.server import ServerProcess, run_server
 from townsquare.client import Api, Backoff, Client, MessageFrame
-from townsquare.config import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -95,11 +93,6 @@ async def test_unrecovered_join_pages_history_then_joins_again(server: ServerPro
     assert sinces[-1] >= BEFORE + MISSED
 
 
-@pytest.mark.skipif(
-    "ws_replay_max" not in Settings.model_fields,
-    reason="the server has no WS_REPLAY_MAX yet (room engine v2); "
-    "test_unrecovered_join_pages_history_then_joins_again forces the condition meanwhile",
-)
 async def test_rejoin_over_ws_replay_max_recovers_through_history(tmp_path: Path) -> None:
     env = {
         **SERVER_ENV,
