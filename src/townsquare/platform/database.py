@@ -78,11 +78,17 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Database:
+    # hide_parameters: a failed statement's error (and so its log line) names the SQL but
+    # not the values bound to it, which can be password hashes, tokens or message bodies.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
     else:
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            hide_parameters=True,
         )
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
