@@ -11,7 +11,9 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLW9mLXRoZS
 
 def test_a_password_sent_in_a_form_and_found_in_a_log_is_a_leak() -> None:
     scan = LogScan()
-    scan.observe_payload(b"username=a%40b.c&password=hunter2%20secret", "application/x-www-form-urlencoded")
+    scan.observe_payload(
+        b"username=a%40b.c&password=hunter2%20secret", "application/x-www-form-urlencoded"
+    )
     assert scan.leaks(['{"message": "login failed for hunter2 secret"}'])
     assert not scan.leaks(['{"message": "login failed"}'])
 

@@ -30,6 +30,8 @@ from townsquare.platform.health import router as health_router
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
+from townsquare.platform.middleware.body_limit import BodyLimitMiddleware
+from townsquare.platform.middleware.capacity import CapacityMiddleware
 from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
@@ -45,6 +47,8 @@ from townsquare.users.router import router as users_router
 # The browser client: static files only (no Python in that folder, so nothing but the
 # page, its script and its style can be served from it).
 WEB_DIR = files("townsquare") / "web"
+# Answered whatever the load: an orchestrator must never restart a worker for being busy.
+PROBES = frozenset({"/health", "/live", "/ready", "/metrics"})
 
 
 async def _web_index() -> FileResponse:
@@ -159,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("POST", "/users"): settings.rate_limit_signup,
             },
             identify_user=_user_from_bearer(app.state.tokens),
-            exempt_paths={"/health", "/live", "/ready", "/metrics"},
+            exempt_paths=PROBES,
         )
     app.add_middleware(
         CORSMiddleware,
@@ -169,6 +173,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
         expose_headers=["X-Request-ID", "Retry-After"],
     )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.http_body_timeout_seconds,
+    )
+    app.add_middleware(CapacityMiddleware, limit=settings.worker_capacity, exempt_paths=PROBES)
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,

@@ -13,6 +13,7 @@ words; only a secret whose word is in that set is searched for in full.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -135,14 +136,10 @@ def _log_files(root: Path) -> Iterator[str]:
 
 
 def _observe_exchange(scan: LogScan, request: httpx.Request, response: httpx.Response) -> None:
-    try:
+    with contextlib.suppress(httpx.RequestNotRead):
         scan.observe_payload(request.content, request.headers.get("content-type", ""))
-    except httpx.RequestNotRead:
-        pass
-    try:
+    with contextlib.suppress(httpx.ResponseNotRead):
         scan.observe_payload(response.content, response.headers.get("content-type", ""))
-    except httpx.ResponseNotRead:
-        pass
 
 
 def _patch(scan: LogScan) -> Callable[[], None]:
@@ -166,15 +163,14 @@ def _patch(scan: LogScan) -> Callable[[], None]:
         _observe_exchange(scan, request, response)
         return response
 
-    @wraps(ws_send)
-    async def observed_ws_send(self: ClientConnection, message: Any, *args: Any) -> None:
+    async def observed_ws_send(self: ClientConnection, message: Any, **kwargs: Any) -> None:
         if isinstance(message, str):
             scan.observe_payload(message, "application/json")
-        await ws_send(self, message, *args)
+        await ws_send(self, message, **kwargs)
 
     httpx.AsyncClient.send = observed_async_send  # type: ignore[method-assign]
     httpx.Client.send = observed_sync_send  # type: ignore[method-assign]
-    ClientConnection.send = observed_ws_send  # type: ignore[method-assign]
+    ClientConnection.send = observed_ws_send  # type: ignore[method-assign,assignment]
 
     def restore() -> None:
         httpx.AsyncClient.send = async_send  # type: ignore[method-assign]

@@ -47,7 +47,7 @@ class RedactQueryStrings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(_is_target(arg) for arg in record.args):
             record.args = tuple(
-                arg.partition("?")[0] if _is_target(arg) else arg for arg in record.args
+                str(arg).partition("?")[0] if _is_target(arg) else arg for arg in record.args
             )
         return True
 
