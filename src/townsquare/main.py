@@ -39,7 +39,9 @@ from townsquare.platform.middleware.security_headers import SecurityHeadersMiddl
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
+from townsquare.platform.slots import create_slots
 from townsquare.rooms import asyncapi, websocket
+from townsquare.rooms.admission import Admission
 from townsquare.rooms.manager import ConnectionManager, decode_event
 from townsquare.rooms.router import router as rooms_router
 from townsquare.users.router import router as users_router
@@ -118,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             await presence.aclose()
             await rate_limiter.close()
+            await admission.slots.aclose()
             await database.dispose()
 
     docs = not settings.is_production
@@ -149,6 +152,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
+    )
+
+    # The /ws budgets: sockets per worker, pending per client IP, per user (Redis-wide).
+    admission = app.state.admission = Admission(
+        max_connections=settings.ws_max_connections,
+        max_pending_per_ip=settings.ws_max_pending_per_ip,
+        max_per_user=settings.ws_max_connections_per_user,
+        slots=create_slots(
+            settings.redis_url,
+            prefix=settings.broker_channel_prefix,
+            timeout=settings.broker_timeout_seconds,
+        ),
     )
 
     install_error_handlers(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 
 from townsquare.auth import service as auth_service
 from townsquare.auth.tokens import TokenCodec
-from townsquare.platform.errors import AppError
+from townsquare.platform.errors import AppError, error_response
+from townsquare.rooms.admission import Admission
 from townsquare.rooms.connection import Connection
 from townsquare.rooms.frames import ClientGone, CloseConnection, check_frame, error_text
 from townsquare.rooms.manager import ConnectionManager
@@ -59,15 +61,56 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if not manager.accepting:
         await websocket.close(code=CloseCode.SERVICE_RESTART)
         return
-    await websocket.accept()
+    admission = cast(Admission, websocket.app.state.admission)
+    ip = websocket.client.host if websocket.client else "unknown"
+    header_token = _bearer_token(websocket)
+    # A handshake that brings its token is checked before it is accepted, so only the
+    # sockets that still have to send `auth` count as pending for their address.
+    pending = header_token is None
+    refusal = admission.enter(ip, pending=pending)
+    if refusal is not None:
+        # Before accept, with a status and Retry-After: nothing is opened, and the
+        # transport is closed at once.
+        await websocket.send_denial_response(
+            error_response(
+                refusal.status, refusal.detail, {"Retry-After": str(refusal.retry_after)}
+            )
+        )
+        return
     try:
-        user, expires_at = await _authenticate(websocket, manager)
-    except CloseConnection as closing:
-        await _close(websocket, closing)
-        return
-    except ClientGone:
-        return
+        try:
+            user, expires_at = await _authenticate(websocket, manager, header_token)
+        except CloseConnection as closing:
+            await _close(websocket, closing)
+            return
+        except ClientGone:
+            return
+        if pending:
+            admission.authenticated(ip)
+            pending = False
+        socket_id = uuid.uuid4().hex
+        if not await admission.claim_user_slot(user.id, socket_id):
+            limit = admission.max_per_user
+            await _close(
+                websocket,
+                CloseConnection(
+                    CloseCode.POLICY_VIOLATION,
+                    f"too many connections: at most {limit} per user, close one first",
+                ),
+            )
+            return
+        try:
+            await _serve(websocket, manager, user, expires_at)
+        finally:
+            await admission.release_user_slot(user.id, socket_id)
+    finally:
+        admission.leave(ip, pending=pending)
 
+
+async def _serve(
+    websocket: WebSocket, manager: ConnectionManager, user: User, expires_at: float
+) -> None:
+    settings = manager.settings
     connection = Connection(websocket, manager, user=user, token_expires_at=expires_at)
     manager.register(connection)
     try:
@@ -89,31 +132,48 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         connection.closed.set()
 
 
-async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[User, float]:
-    """The user, from `Authorization: Bearer` on the handshake or else a first `auth`
-    frame within the auth timeout; and when their access token expires."""
-    settings = manager.settings
+def _bearer_token(websocket: WebSocket) -> str | None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def _authenticate(
+    websocket: WebSocket, manager: ConnectionManager, header_token: str | None
+) -> tuple[User, float]:
+    """Accept the socket and return its user and when their access token expires: from
+    `Authorization: Bearer` on the handshake (checked before accepting), or else from
+    a first `auth` frame within the auth timeout."""
+    if header_token is not None:
         try:
-            async with asyncio.timeout(settings.ws_auth_timeout_seconds):
-                message = await websocket.receive()
-        except TimeoutError:
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, "not authenticated", ErrorCode.NOT_AUTHENTICATED
-            ) from None
-        if message["type"] == "websocket.disconnect":
-            raise ClientGone()
-        text = check_frame(message, settings.ws_max_frame_bytes)
-        try:
-            frame = CLIENT_FRAME.validate_json(text)
-        except ValidationError:
-            frame = None
-        if not isinstance(frame, AuthFrame):
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
-            )
-        token = frame.token
+            return await _user_for(websocket, manager, header_token)
+        finally:
+            await websocket.accept()
+    await websocket.accept()
+    settings = manager.settings
+    try:
+        async with asyncio.timeout(settings.ws_auth_timeout_seconds):
+            message = await websocket.receive()
+    except TimeoutError:
+        raise CloseConnection(
+            CloseCode.POLICY_VIOLATION, "not authenticated", ErrorCode.NOT_AUTHENTICATED
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise ClientGone()
+    text = check_frame(message, settings.ws_max_frame_bytes)
+    try:
+        frame = CLIENT_FRAME.validate_json(text)
+    except ValidationError:
+        frame = None
+    if not isinstance(frame, AuthFrame):
+        raise CloseConnection(
+            CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
+        )
+    return await _user_for(websocket, manager, frame.token)
+
+
+async def _user_for(
+    websocket: WebSocket, manager: ConnectionManager, token: str
+) -> tuple[User, float]:
     codec = cast(TokenCodec, websocket.app.state.tokens)
     try:
         if len(token) > 4096:
