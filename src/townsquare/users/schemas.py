@@ -1,22 +1,22 @@
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from townsquare.platform.text import SINGLE_LINE, SINGLE_LINE_VISIBLE, text_rule
+
 MAX_DB_INT = 2_147_483_647
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_RULE = text_rule(
+    SINGLE_LINE_VISIBLE, "must contain a visible character and no control characters"
+)
+_PASSWORD_RULE = text_rule(SINGLE_LINE, "must not contain control characters")
 
 
-def _clean_name(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must contain a visible character")
-    if _CONTROL_CHARS.search(value):
-        raise ValueError("must not contain control characters")
-    return value
+def _strip(value: str) -> str:
+    # The rule above guarantees a visible character is left.
+    return value.strip()
 
 
 def _lower_email(value: str) -> str:
@@ -27,7 +27,8 @@ def _lower_email(value: str) -> str:
 Name = Annotated[
     str,
     Field(min_length=1, max_length=100, description="Display name, 1-100 characters."),
-    AfterValidator(_clean_name),
+    *_NAME_RULE,
+    AfterValidator(_strip),
 ]
 Email = Annotated[
     EmailStr,
@@ -36,7 +37,12 @@ Email = Annotated[
 ]
 Password = Annotated[
     str,
-    Field(min_length=8, max_length=128, description="Password, 8-128 characters."),
+    Field(
+        min_length=8,
+        max_length=128,
+        description="Password, 8-128 characters, no control characters.",
+    ),
+    *_PASSWORD_RULE,
 ]
 UserId = Annotated[int, Field(ge=1, le=MAX_DB_INT, description="The user's id.")]
 
@@ -61,7 +67,7 @@ class UserUpdate(BaseModel):
     password: Password | None = Field(
         default=None, description="New password; needs `current_password`."
     )
-    current_password: str | None = Field(
+    current_password: Annotated[str, *_PASSWORD_RULE] | None = Field(
         default=None,
         max_length=128,
         description="The password in use now; required to change `email` or `password`.",
