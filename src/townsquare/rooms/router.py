@@ -137,8 +137,8 @@ async def post_message(
             min_length=1,
             max_length=128,
             pattern=r"^[\x21-\x7e]+$",
-            description="Any unique string of visible ASCII; a retried post with the same key (same user, "
-            "same room) returns the message stored by the first one.",
+            description="Any unique string of visible ASCII; a retried post with the same "
+            "key (same user, same room) returns the message stored by the first one.",
         ),
     ] = None,
 ) -> MessageRead:
