@@ -50,7 +50,7 @@ async def test_parallel_adds_of_one_member_all_return_the_member(
         "/rooms", json={"name": "club", "private": True}, headers=owner.headers
     )
     assert created.status_code == 201
-    hold_after(monkeypatch, rooms_service.users_service, "get_user")
+    hold_after(monkeypatch, users_service, "get_user")
     responses = await asyncio.gather(
         *(
             client.put(f"/rooms/club/members/{member.id}", headers=owner.headers)
