@@ -30,12 +30,14 @@ from townsquare.platform.health import router as health_router
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
+from townsquare.platform.middleware.allowed_methods import AllowedMethodsMiddleware
 from townsquare.platform.middleware.body_limit import BodyLimitMiddleware
 from townsquare.platform.middleware.capacity import CapacityMiddleware
 from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
+from townsquare.platform.openapi import document_platform_statuses
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
@@ -168,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     # Added innermost first: a request meets them in the reverse order.
+    app.add_middleware(AllowedMethodsMiddleware, routes=app.router.routes)
     if settings.rate_limit_enabled:
         app.add_middleware(
             RateLimitMiddleware,
@@ -219,6 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(websocket.router)
     if docs:
         app.include_router(asyncapi.router)
+    document_platform_statuses(app, probes=PROBES, rate_limited=settings.rate_limit_enabled)
     return app
 
 

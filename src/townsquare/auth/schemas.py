@@ -17,7 +17,7 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     refresh_token: Annotated[
         str, *text_rule(SINGLE_LINE, "must not contain control characters")

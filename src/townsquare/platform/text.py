@@ -6,9 +6,11 @@ other control characters hide or rewrite what people see. Every text field refus
 them at validation, with a message saying so (422), the same on both databases.
 
 Each rule is one regular expression, used twice: to validate (Python's `re`) and as
-the field's `pattern` in the OpenAPI document, so what the schema allows is exactly
-what the API accepts. The patterns use only escapes that Python and ECMAScript read
-alike.
+the field's `pattern` in the OpenAPI document, so what the schema allows is what the
+API accepts. The patterns use only escapes that Python, ECMAScript and Rust's regex
+(which schema validators use) read alike. Lone surrogates are refused besides, by the
+validator alone: no regex engine but Python's can name them, and they are not valid
+Unicode, so no well-formed client sends one.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from pydantic import AfterValidator, Field
 
 _CONTROL = r"\x00-\x1f\x7f-\x9f"
 _CONTROL_BUT_LINE_BREAKS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"  # tab, LF, CR allowed
-_SURROGATES = r"\ud800-\udfff"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _pattern(forbidden: str, *, visible: bool) -> str:
-    allowed = f"[^{forbidden}{_SURROGATES}]"
+    allowed = f"[^{forbidden}]"
     if not visible:
         return f"^{allowed}*$"
     # At least one character that is not white space.
-    return f"^{allowed}*[^\\s{forbidden}{_SURROGATES}]{allowed}*$"
+    return f"^{allowed}*[^\\s{forbidden}]{allowed}*$"
 
 
 SINGLE_LINE = _pattern(_CONTROL, visible=False)
@@ -41,7 +43,7 @@ def text_rule(pattern: str, message: str) -> tuple[Any, AfterValidator]:
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not compiled.match(value) or _LONE_SURROGATE.search(value):
             raise ValueError(message)
         return value
 
@@ -50,4 +52,4 @@ def text_rule(pattern: str, message: str) -> tuple[Any, AfterValidator]:
 
 def has_forbidden_characters(value: str) -> bool:
     """For inputs outside any schema (the login form): anything SINGLE_LINE refuses."""
-    return re.match(SINGLE_LINE, value) is None
+    return re.match(SINGLE_LINE, value) is None or _LONE_SURROGATE.search(value) is not None

@@ -53,7 +53,7 @@ Topic = Annotated[
 
 
 class RoomCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: RoomName
     topic: Topic | None = Field(default=None, description="What the room is about.")
@@ -83,7 +83,7 @@ class MemberRead(BaseModel):
 
 
 class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     body: MessageBody
 
