@@ -151,7 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     readiness = app.state.readiness = Readiness(timeout=settings.readiness_timeout_seconds)
     # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
     drain = app.state.drain = Drain()
-    metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
+    metrics = app.state.metrics = Metrics(
+        worker_capacity=settings.worker_capacity,
+        websocket_capacity=settings.ws_max_connections,
+    )
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
     )
