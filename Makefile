@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 
-.PHONY: help install install-bench run serve-prod migrate test test-sqlite check format lint types bench bench-quick clean
+.PHONY: help install install-bench run serve-prod migrate test test-sqlite fuzz check format lint types bench bench-quick clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ test: install ## The whole suite, on SQLite and on PostgreSQL (TEST_POSTGRES_URL
 
 test-sqlite: install ## The suite on the embedded default only
 	$(BIN)/pytest -m "not postgres" $(PYTEST_ARGS)
+
+fuzz: install ## Longer fuzzing: schemathesis and the WebSocket fuzzer with many more examples
+	SCHEMATHESIS_MAX_EXAMPLES=200 WS_FUZZ_EXAMPLES=1000 $(BIN)/pytest -p no:cacheprovider \
+		tests/test_schemathesis.py tests/rooms/test_fuzz.py $(PYTEST_ARGS)
 
 format: install ## Format the code
 	$(BIN)/ruff format .

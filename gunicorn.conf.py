@@ -1,7 +1,8 @@
 """gunicorn settings for production: `gunicorn -c gunicorn.conf.py` (or `make serve-prod`).
 
 Everything comes from the same environment variables as the app (config.py): HOST,
-PORT, WEB_CONCURRENCY, WORKER_TIMEOUT, GRACEFUL_TIMEOUT, WORKER_CAPACITY, LOG_LEVEL.
+PORT, WEB_CONCURRENCY, WORKER_TIMEOUT, GRACEFUL_TIMEOUT, LOG_LEVEL and the limits in
+platform/server.py.
 An invalid configuration (a weak SECRET_KEY in production, say) stops the master
 here, with a clear message and exit status 2, before any worker starts.
 """
@@ -38,8 +39,9 @@ timeout = _settings.worker_timeout
 # all within this many seconds; then gunicorn kills what is left.
 graceful_timeout = int(_settings.graceful_timeout)
 keepalive = 5
-# The uvicorn worker takes this as its concurrency limit (beyond it: 503).
-worker_connections = _settings.worker_capacity
+# No `worker_connections`: the worker class sets its own limits (platform/server.py);
+# HTTP requests (WORKER_CAPACITY) and WebSockets (WS_MAX_CONNECTIONS) have separate
+# budgets, so sockets never make the probes answer 503.
 # Trust X-Forwarded-For only from these proxies (FORWARDED_ALLOW_IPS): the client
 # address that rate limits key on (README, "Behind a proxy").
 forwarded_allow_ips = _settings.forwarded_allow_ips

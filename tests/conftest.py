@@ -15,6 +15,9 @@ from townsquare.config import Settings
 from townsquare.main import create_app
 from townsquare.platform.database import Database
 
+# Fails the run when a password, token or message body of the suite reaches a log.
+pytest_plugins = ("tests.support.logscan",)
+
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-every-hmac-0123456789abcdef"
 
 

@@ -24,7 +24,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings),
-        host=args.host or settings.host,
+        host=settings.host,
         port=args.port or settings.port,
         log_config=None,  # configure_logging above: JSON lines, our own access log
         access_log=False,
@@ -180,7 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "chat":  # a client: the service's settings do not apply
         return _chat(args)
     try:
-        settings = Settings()
+        # `serve --host` is validated like HOST (the development key is refused on a
+        # public interface).
+        overrides = {"host": args.host} if getattr(args, "host", None) else {}
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print(describe_invalid_settings(exc), file=sys.stderr)
         return 2

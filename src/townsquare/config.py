@@ -6,6 +6,7 @@ down; nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from typing import Annotated
 
@@ -261,8 +262,47 @@ class Settings(BaseSettings):
     worker_capacity: int = Field(
         default=1000,
         ge=1,
-        description="Concurrent connections and requests one worker accepts before answering "
-        "503; the denominator of the worker-utilization metric.",
+        description="HTTP requests one worker serves at once; beyond it, 503 with Retry-After "
+        "(the probes and /metrics are exempt). The denominator of the worker-utilization "
+        "metric. WebSockets have their own budget (WS_MAX_CONNECTIONS).",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request body accepted; a larger one gets 413 before it is read "
+        "(by its Content-Length, or as soon as a chunked body passes the limit).",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers, from the first "
+        "byte (or from the connection's opening); past it the server answers 408 and closes.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time a client has to send a whole request body once the app reads it; "
+        "past it the server answers 408 and closes.",
+    )
+    ws_max_connections: int = Field(
+        default=4000,
+        ge=1,
+        description="WebSockets one worker holds open (authenticating or authenticated); "
+        "beyond it a handshake is refused with 503 and Retry-After. Apart from "
+        "WORKER_CAPACITY, so sockets never starve the HTTP side.",
+    )
+    ws_max_connections_per_user: int = Field(
+        default=10,
+        ge=1,
+        description="Concurrent WebSockets of one user, across every worker and instance "
+        "when REDIS_URL is set (in this process otherwise); one more is closed with 1008 "
+        "after `bye`.",
+    )
+    ws_max_pending_per_ip: int = Field(
+        default=50,
+        ge=1,
+        description="WebSockets of one client IP that are open but not yet authenticated, "
+        "per worker; beyond it a handshake is refused with 429 and Retry-After.",
     )
 
     @field_validator("allowed_origins", mode="before")
@@ -311,6 +351,19 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _no_dev_secret_on_a_public_interface(self) -> Settings:
+        if self.secret_key.get_secret_value() == DEV_SECRET_KEY and not is_loopback(self.host):
+            raise ValueError(
+                f"HOST={self.host} listens beyond this machine, but SECRET_KEY is the public "
+                "development key, with which anyone can sign tokens for any account: set "
+                "SECRET_KEY to a random string of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), "
+                "or listen on HOST=127.0.0.1"
+            )
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.env is Environment.PRODUCTION
@@ -318,3 +371,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine: `localhost` or a loopback
+    address. Anything else (0.0.0.0, ::, a name, a public address) is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

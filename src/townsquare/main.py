@@ -34,15 +34,21 @@ from townsquare.platform.health import router as health_router
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
+from townsquare.platform.middleware.allowed_methods import AllowedMethodsMiddleware
+from townsquare.platform.middleware.body_limit import BodyLimitMiddleware
+from townsquare.platform.middleware.capacity import CapacityMiddleware
 from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
 from townsquare.platform.middleware.websocket_routes import WebSocketRoutesMiddleware
+from townsquare.platform.openapi import document_platform_statuses
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
+from townsquare.platform.slots import create_slots
 from townsquare.rooms import asyncapi, websocket
+from townsquare.rooms.admission import Admission
 from townsquare.rooms.manager import ConnectionManager
 from townsquare.rooms.router import router as rooms_router
 from townsquare.users.router import router as users_router
@@ -50,6 +56,8 @@ from townsquare.users.router import router as users_router
 # The browser client: static files only (no Python in that folder, so nothing but the
 # page, its script and its style can be served from it).
 WEB_DIR = files("townsquare") / "web"
+# Answered whatever the load: an orchestrator must never restart a worker for being busy.
+PROBES = frozenset({"/health", "/live", "/ready", "/metrics"})
 
 
 async def _web_index() -> FileResponse:
@@ -135,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             await presence.aclose()
             await rate_limiter.close()
+            await admission.slots.aclose()
             await database.dispose()
 
     docs = not settings.is_production
@@ -163,7 +172,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     readiness = app.state.readiness = Readiness(timeout=settings.readiness_timeout_seconds)
     # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
     drain = app.state.drain = Drain()
-    metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
+    metrics = app.state.metrics = Metrics(
+        worker_capacity=settings.worker_capacity,
+        websocket_capacity=settings.ws_max_connections,
+    )
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.rate_limit_key_prefix,
@@ -178,8 +190,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.rate_limit_enabled,
     )
 
+    # The /ws budgets: sockets per worker, pending per client IP, per user (Redis-wide).
+    admission = app.state.admission = Admission(
+        max_connections=settings.ws_max_connections,
+        max_pending_per_ip=settings.ws_max_pending_per_ip,
+        max_per_user=settings.ws_max_connections_per_user,
+        slots=create_slots(
+            settings.redis_url,
+            prefix=settings.broker_channel_prefix,
+            timeout=settings.broker_timeout_seconds,
+        ),
+    )
+
     install_error_handlers(app)
     # Added innermost first: a request meets them in the reverse order.
+    app.add_middleware(AllowedMethodsMiddleware, routes=app.router.routes)
     if settings.rate_limit_enabled:
         app.add_middleware(
             RateLimitMiddleware,
@@ -190,7 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ("POST", "/users"): settings.rate_limit_signup,
             },
             identify_user=_user_from_bearer(app.state.tokens),
-            exempt_paths={"/health", "/live", "/ready", "/metrics"},
+            exempt_paths=PROBES,
         )
     if settings.allowed_origins:
         # Without allowed origins no response ever carries CORS headers, and the layer
@@ -203,6 +228,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.http_body_timeout_seconds,
+    )
+    app.add_middleware(CapacityMiddleware, limit=settings.worker_capacity, exempt_paths=PROBES)
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,
@@ -229,6 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(websocket.route)
     if docs:
         app.include_router(asyncapi.router)
+    document_platform_statuses(app, probes=PROBES, rate_limited=settings.rate_limit_enabled)
     return app
 
 

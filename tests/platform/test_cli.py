@@ -49,3 +49,29 @@ def test_check_config_with_bad_rate_limit_names_the_variable(tmp_path: Path) -> 
     result = run_cli("check-config", env={"RATE_LIMIT_LOGIN": "lots"}, cwd=tmp_path)
     assert result.returncode == 2
     assert "RATE_LIMIT_LOGIN" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "example.com"])
+def test_serve_on_a_public_interface_with_the_development_key_exits_2(
+    tmp_path: Path, host: str
+) -> None:
+    result = run_cli("serve", env={"HOST": host}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"HOST={host} listens beyond this machine" in result.stderr
+    assert "set SECRET_KEY to a random string of at least 32 characters" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir()), "nothing may be created before the check"
+
+
+def test_serve_host_option_is_checked_like_the_variable(tmp_path: Path) -> None:
+    result = run_cli("serve", "--host", "0.0.0.0", env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "HOST=0.0.0.0 listens beyond this machine" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_check_config_on_loopback_with_the_development_key_succeeds(
+    tmp_path: Path, host: str
+) -> None:
+    result = run_cli("check-config", env={"HOST": host}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

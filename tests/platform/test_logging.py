@@ -4,10 +4,15 @@ import json
 import logging
 
 import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import MakeAccount
 from tests.platform.conftest import CapturedLogs
-from townsquare.platform.logging import JsonFormatter, logging_config
+from townsquare.platform.database import Database
+from townsquare.platform.logging import JsonFormatter, RedactQueryStrings, logging_config
 
 
 async def test_login_and_bearer_requests_never_log_password_or_token(
@@ -95,3 +100,32 @@ def test_logging_config_silences_server_access_logs_and_uses_json() -> None:
     assert config["loggers"]["uvicorn.access"]["handlers"] == []
     assert config["loggers"]["uvicorn.access"]["propagate"] is False
     assert config["handlers"]["default"]["formatter"] == "json"
+
+
+async def test_failed_sql_statement_logs_no_parameters(
+    app: FastAPI, json_logs: CapturedLogs
+) -> None:
+    database: Database = app.state.database
+    with pytest.raises(DBAPIError) as failed:
+        async with database.engine.connect() as connection:
+            await connection.execute(
+                text("SELECT no_such_function(:secret)"), {"secret": "sql-secret-parameter"}
+            )
+    logging.getLogger("townsquare.test").error("query failed", exc_info=failed.value)
+    assert "no_such_function" in json_logs.text
+    assert "sql-secret-parameter" not in json_logs.text
+    assert "sql-secret-parameter" not in str(failed.value)
+
+
+def test_redaction_cuts_query_strings_off_logged_request_targets() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5000", "/ws?token=abc.def.ghi"),
+        None,
+    )
+    assert RedactQueryStrings().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "WebSocket /ws" [accepted]'

@@ -366,3 +366,19 @@ def test_error_codes_are_documented() -> None:
         assert f"`{code.value}`" in docs, code
     for close in ("1003", "1008", "1009", "1012", "1013"):
         assert close in docs
+
+
+async def test_2_mib_frame_ends_in_1009_every_time(scene: Scene) -> None:
+    # The server refuses the frame after its header, while the client is still writing
+    # the rest: a plain close would reset the connection and the client would often
+    # see 1006 instead of reading the close frame. Many tries, one outcome.
+    member = await signup(scene.http)
+    codes = []
+    for _ in range(40):
+        client = await Client.open(scene.server, member, max_size=None)
+        with contextlib.suppress(ConnectionClosed):
+            await client.ws.send("x" * 2 * 1024 * 1024)
+        code, _ = await client.closed()
+        codes.append(code)
+    assert codes == [1009] * 40
+    await scene.bystander_still_receives()

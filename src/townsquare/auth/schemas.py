@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from townsquare.platform.text import SINGLE_LINE, text_rule
 
 
 class TokenPair(BaseModel):
@@ -15,8 +17,8 @@ class TokenPair(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    refresh_token: str = Field(
-        min_length=1, max_length=256, description="The refresh token last issued."
-    )
+    refresh_token: Annotated[
+        str, *text_rule(SINGLE_LINE, "must not contain control characters")
+    ] = Field(min_length=1, max_length=256, description="The refresh token last issued.")

@@ -22,6 +22,7 @@ from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevoca
 from townsquare.auth.schemas import TokenPair
 from townsquare.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_token
 from townsquare.platform.database import Database, utcnow
+from townsquare.platform.text import has_forbidden_characters
 from townsquare.users import service as users_service
 from townsquare.users.models import User
 
@@ -34,6 +35,10 @@ async def authenticate(
     session: AsyncSession, passwords: PasswordHasher, *, email: str, password: str
 ) -> User:
     if len(password) > MAX_LOGIN_PASSWORD_LENGTH or len(email) > 254:
+        raise InvalidCredentials()
+    if has_forbidden_characters(email) or has_forbidden_characters(password):
+        # No account has such an email or password (signup refuses them), and a NUL
+        # cannot even be looked up in PostgreSQL.
         raise InvalidCredentials()
     user = await users_service.get_user_by_email(session, email)
     if not await passwords.verify(user.password_hash if user else None, password):

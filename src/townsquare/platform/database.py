@@ -149,8 +149,10 @@ def create_database(
     means a new PostgreSQL session per burst: the default is none, and a request that
     waits `pool_timeout` seconds for a connection is answered 503 with Retry-After.
     """
+    # hide_parameters: a failed statement's error (and so its log line) names the SQL but
+    # not the values bound to it, which can be password hashes, tokens or message bodies.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_timeout=pool_timeout)
+        engine = create_async_engine(url, pool_timeout=pool_timeout, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
     else:
         engine = create_async_engine(
@@ -159,6 +161,7 @@ def create_database(
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
             pool_pre_ping=False,
+            hide_parameters=True,
         )
     return Database(
         engine=engine,

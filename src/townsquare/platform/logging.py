@@ -35,6 +35,27 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class RedactQueryStrings(logging.Filter):
+    """Cut the query string off every request target a server logs.
+
+    uvicorn logs each WebSocket handshake as `"WebSocket /ws?token=..." [accepted]`
+    (and its own access log, when enabled, every path with its query): a token put in
+    the URL would land in the log. Any string argument that is a path with a `?` is
+    logged up to the `?`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_is_target(arg) for arg in record.args):
+            record.args = tuple(
+                str(arg).partition("?")[0] if _is_target(arg) else arg for arg in record.args
+            )
+        return True
+
+
+def _is_target(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, ids, extras, exception."""
 
@@ -80,13 +101,16 @@ def logging_config(level: str) -> dict[str, Any]:
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "json",
-        "filters": ["context"],
+        "filters": ["redact", "context"],
         "stream": "ext://sys.stderr",
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {
+            "context": {"()": ContextFilter},
+            "redact": {"()": RedactQueryStrings},
+        },
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level},
@@ -96,7 +120,13 @@ def logging_config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "gunicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "uvicorn": {"handlers": [], "propagate": True, "level": level},
-            "uvicorn.error": {"handlers": [], "propagate": True, "level": level},
+            # The handshake lines are logged here; redacted before any handler sees them.
+            "uvicorn.error": {
+                "handlers": [],
+                "propagate": True,
+                "level": level,
+                "filters": ["redact"],
+            },
             # The uvicorn worker copies gunicorn.error's handlers onto uvicorn.error, so
             # this one holds the handler itself.
             "gunicorn.error": {"handlers": ["default"], "propagate": False, "level": level},

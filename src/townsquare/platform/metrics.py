@@ -36,7 +36,7 @@ class Metrics:
     """Every metric the service exports. Rooms code reaches these through
     `app.state.metrics` (for example `broker_lag.observe(seconds)`)."""
 
-    def __init__(self, *, worker_capacity: int) -> None:
+    def __init__(self, *, worker_capacity: int, websocket_capacity: int = 4000) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_duration = Histogram(
@@ -99,11 +99,18 @@ class Metrics:
         )
         self.worker_capacity = Gauge(
             "townsquare_worker_capacity",
-            "Concurrent connections and requests a worker takes before refusing (503).",
+            "Concurrent HTTP requests a worker serves before refusing (503).",
             registry=r,
             multiprocess_mode="liveall",
         )
         self.worker_capacity.set(worker_capacity)
+        self.websocket_capacity = Gauge(
+            "townsquare_websocket_capacity",
+            "WebSockets a worker holds before refusing handshakes (503).",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.websocket_capacity.set(websocket_capacity)
         self.sample_process()
 
     def sample_process(self) -> None:

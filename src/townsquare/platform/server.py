@@ -14,6 +14,7 @@ from uvicorn import Config, Server
 from uvicorn_worker import UvicornWorker
 
 from townsquare.config import Settings
+from townsquare.platform.http_protocol import HttpProtocol
 from townsquare.platform.shutdown import Drain
 
 # Of the graceful timeout, the share the drain callbacks may use; the rest is for
@@ -21,6 +22,8 @@ from townsquare.platform.shutdown import Drain
 DRAIN_SHARE = 0.3
 # uvicorn must be done before gunicorn's graceful timeout kills the worker.
 EXIT_MARGIN_SECONDS = 2.0
+# How long a closing connection may go on sending before it is cut (http_protocol.py).
+LINGER_SECONDS = 5.0
 
 
 def _find_drain(app: Any) -> Drain | None:
@@ -69,7 +72,14 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         # does not pong in time (a dead TCP connection).
         "ws_ping_interval": settings.ws_heartbeat_interval_seconds,
         "ws_ping_timeout": settings.ws_heartbeat_timeout_seconds,
-        "limit_concurrency": settings.worker_capacity,
+        # No connection count: uvicorn's counts every connection, sockets and idle ones
+        # included, and then answers even the probes with 503. HTTP requests and
+        # WebSockets have separate budgets in the app (WORKER_CAPACITY,
+        # WS_MAX_CONNECTIONS); silent connections are bounded in time by the protocol.
+        "limit_concurrency": None,
+        "http": HttpProtocol.configured(
+            header_timeout=settings.http_header_timeout_seconds, linger=LINGER_SECONDS
+        ),
         "timeout_graceful_shutdown": uvicorn_timeout(settings.graceful_timeout),
     }
 
@@ -84,7 +94,6 @@ class Worker(UvicornWorker):  # type: ignore[misc]  # the package ships no types
 
     CONFIG_KWARGS: dict[str, Any] = {  # noqa: RUF012 (the base class declares it so)
         "loop": "auto",
-        "http": "auto",
         "proxy_headers": True,
     }
 

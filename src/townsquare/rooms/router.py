@@ -182,8 +182,9 @@ async def post_message(
             alias="Idempotency-Key",
             min_length=1,
             max_length=128,
-            description="Any unique string; a retried post with the same key (same user, "
-            "same room) returns the message stored by the first one.",
+            pattern=r"^[\x21-\x7e]+$",
+            description="Any unique string of visible ASCII; a retried post with the same "
+            "key (same user, same room) returns the message stored by the first one.",
         ),
     ] = None,
 ) -> MessageRead:

@@ -3,19 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from townsquare.platform.text import MULTI_LINE_VISIBLE, SINGLE_LINE, text_rule
 from townsquare.users.schemas import UserPublic
 
 ROOM_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_BODY_LENGTH = 4000
 MAX_SEQ = 2_147_483_647
-
-
-def _clean_body(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must contain a visible character")
-    return value
 
 
 RoomName = Annotated[
@@ -32,9 +27,13 @@ MessageBody = Annotated[
     Field(
         min_length=1,
         max_length=MAX_BODY_LENGTH,
-        description=f"The message text, 1-{MAX_BODY_LENGTH} characters.",
+        description=f"The message text, 1-{MAX_BODY_LENGTH} characters; line breaks and "
+        "tabs, but no other control characters.",
     ),
-    AfterValidator(_clean_body),
+    *text_rule(
+        MULTI_LINE_VISIBLE,
+        "must contain a visible character and no control characters but line breaks and tabs",
+    ),
 ]
 ClientId = Annotated[
     str,
@@ -47,12 +46,14 @@ ClientId = Annotated[
     ),
 ]
 Topic = Annotated[
-    str, Field(max_length=200, description="What the room is about, up to 200 characters.")
+    str,
+    Field(max_length=200, description="What the room is about, up to 200 characters."),
+    *text_rule(SINGLE_LINE, "must not contain control characters"),
 ]
 
 
 class RoomCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: RoomName
     topic: Topic | None = Field(default=None, description="What the room is about.")
@@ -93,7 +94,7 @@ class MemberRead(BaseModel):
 
 
 class MessageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     body: MessageBody
 

@@ -110,19 +110,21 @@ async def add_member(
     if not (user_id == actor.id and not room.is_private):
         _ensure_manager(room, actor)
     user = await users_service.get_user(session, user_id)
-    member = await session.get(RoomMember, (room.id, user_id))
+    # Plain values: a rollback below expires the ORM objects.
+    room_id, public = room.id, UserPublic(id=user.id, name=user.name)
+    member = await session.get(RoomMember, (room_id, user_id))
     if member is None:
-        member = RoomMember(room_id=room.id, user_id=user_id, role=MEMBER, added_at=utcnow())
+        member = RoomMember(room_id=room_id, user_id=user_id, role=MEMBER, added_at=utcnow())
         session.add(member)
         try:
             await session.commit()
         except IntegrityError:
             # Added twice at once: the other request did it, which is the same result.
             await session.rollback()
-            member = await session.get(RoomMember, (room.id, user_id))
+            member = await session.get(RoomMember, (room_id, user_id))
             if member is None:
                 raise
-    return _member_read(member, user)
+    return MemberRead(user=public, role=member.role, added_at=member.added_at)
 
 
 async def remove_member(session: AsyncSession, *, room: Room, actor: Actor, user_id: int) -> None:

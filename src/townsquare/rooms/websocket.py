@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -18,8 +19,10 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from townsquare.auth.tokens import AccessClaims
+from townsquare.platform.errors import error_response
 from townsquare.platform.metrics import Metrics
 from townsquare.rooms.account import Account
+from townsquare.rooms.admission import Admission
 from townsquare.rooms.connection import Connection
 from townsquare.rooms.errors import ClientGone, CloseConnection, check_frame, error_text
 from townsquare.rooms.manager import ConnectionManager
@@ -62,15 +65,60 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     if not manager.accepting:
         await websocket.close(code=CloseCode.SERVICE_RESTART)
         return
-    await websocket.accept()
+    admission = cast(Admission, websocket.app.state.admission)
+    ip = websocket.client.host if websocket.client else "unknown"
+    header_token = _bearer_token(websocket)
+    # A handshake that brings its token is checked before it is accepted, so only the
+    # sockets that still have to send `auth` count as pending for their address.
+    pending = header_token is None
+    refusal = admission.enter(ip, pending=pending)
+    if refusal is not None:
+        # Before accept, with a status and Retry-After: nothing is opened, and the
+        # transport is closed at once.
+        await websocket.send_denial_response(
+            error_response(
+                refusal.status, refusal.detail, {"Retry-After": str(refusal.retry_after)}
+            )
+        )
+        return
     try:
-        account, claims = await _authenticate(websocket, manager)
-    except CloseConnection as closing:
-        await _close(websocket, closing)
-        return
-    except ClientGone:
-        return
+        try:
+            account, claims = await _authenticate(websocket, manager, header_token)
+        except CloseConnection as closing:
+            await _close(websocket, closing)
+            return
+        except ClientGone:
+            return
+        if pending:
+            admission.authenticated(ip)
+            pending = False
+        socket_id = uuid.uuid4().hex
+        if not await admission.claim_user_slot(account.id, socket_id):
+            limit = admission.max_per_user
+            await _close(
+                websocket,
+                CloseConnection(
+                    CloseCode.POLICY_VIOLATION,
+                    f"too many connections: at most {limit} per user, close one first",
+                ),
+            )
+            return
+        try:
+            await _serve(websocket, send, manager, account, claims)
+        finally:
+            await admission.release_user_slot(account.id, socket_id)
+    finally:
+        admission.leave(ip, pending=pending)
 
+
+async def _serve(
+    websocket: WebSocket,
+    send: Send,
+    manager: ConnectionManager,
+    account: Account,
+    claims: AccessClaims,
+) -> None:
+    settings = manager.settings
     connection = Connection(
         websocket,
         send,
@@ -117,34 +165,43 @@ endpoint = _Endpoint()
 route = WebSocketRoute("/ws", endpoint, name="ws")
 
 
-async def _authenticate(
-    websocket: WebSocket, manager: ConnectionManager
-) -> tuple[Account, AccessClaims]:
-    """The user, from `Authorization: Bearer` on the handshake or else a first `auth`
-    frame within the auth timeout; and when their access token expires."""
-    settings = manager.settings
+def _bearer_token(websocket: WebSocket) -> str | None:
     scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def _authenticate(
+    websocket: WebSocket, manager: ConnectionManager, header_token: str | None
+) -> tuple[Account, AccessClaims]:
+    """Accept the socket and return its account and its token's claims: from
+    `Authorization: Bearer` on the handshake (checked before accepting), or else from
+    a first `auth` frame within the auth timeout."""
+    if header_token is not None:
         try:
-            async with asyncio.timeout(settings.ws_auth_timeout_seconds):
-                message = await websocket.receive()
-        except TimeoutError:
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, "not authenticated", ErrorCode.NOT_AUTHENTICATED
-            ) from None
-        if message["type"] == "websocket.disconnect":
-            raise ClientGone()
-        text = check_frame(message, settings.ws_max_frame_bytes)
-        try:
-            frame = CLIENT_FRAME.validate_json(text)
-        except ValidationError:
-            frame = None
-        if not isinstance(frame, AuthFrame):
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
-            )
-        token = frame.token
-    return await manager.authenticate(token)
+            return await manager.authenticate(header_token)
+        finally:
+            await websocket.accept()
+    await websocket.accept()
+    settings = manager.settings
+    try:
+        async with asyncio.timeout(settings.ws_auth_timeout_seconds):
+            message = await websocket.receive()
+    except TimeoutError:
+        raise CloseConnection(
+            CloseCode.POLICY_VIOLATION, "not authenticated", ErrorCode.NOT_AUTHENTICATED
+        ) from None
+    if message["type"] == "websocket.disconnect":
+        raise ClientGone()
+    text = check_frame(message, settings.ws_max_frame_bytes)
+    try:
+        frame = CLIENT_FRAME.validate_json(text)
+    except ValidationError:
+        frame = None
+    if not isinstance(frame, AuthFrame):
+        raise CloseConnection(
+            CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
+        )
+    return await manager.authenticate(frame.token)
 
 
 async def _close(websocket: WebSocket, closing: CloseConnection) -> None:

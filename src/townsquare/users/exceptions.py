@@ -17,3 +17,7 @@ class WrongCurrentPassword(Forbidden):
 
 class CannotDemoteSelf(Forbidden):
     detail = "Admins cannot disable or demote their own account"
+
+
+class LastAdmin(Conflict):
+    detail = "This would leave no active admin: make another account an admin first"

@@ -17,6 +17,7 @@ from townsquare.users import service as users_service
 from townsquare.users.exceptions import (
     CannotDemoteSelf,
     EmailAlreadyRegistered,
+    LastAdmin,
     UserNotFound,
     WrongCurrentPassword,
 )
@@ -132,7 +133,7 @@ async def update_me(
 @router.patch(
     "/users/{user_id}",
     response_model=UserRead,
-    responses=responses(InvalidToken, AdminRequired, CannotDemoteSelf, UserNotFound),
+    responses=responses(InvalidToken, AdminRequired, CannotDemoteSelf, UserNotFound, LastAdmin),
 )
 async def admin_update_user(
     user_id: Annotated[int, Path(ge=1, le=MAX_DB_INT, description="The user's id.")],
@@ -146,6 +147,10 @@ async def admin_update_user(
     user = await users_service.get_user(session, user_id)
     if user.id == admin.id and (body.is_active is False or body.is_admin is False):
         raise CannotDemoteSelf()
+    # Before any other write: no change may leave the service without an active admin.
+    await users_service.check_rights_change(
+        session, user, actor_id=admin.id, is_active=body.is_active, is_admin=body.is_admin
+    )
     disabling = body.is_active is False and user.is_active
     if disabling:
         await auth_service.end_all_sessions(session, user)

@@ -1,48 +1,68 @@
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+import email_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from townsquare.platform.text import SINGLE_LINE, SINGLE_LINE_VISIBLE, text_rule
 
 MAX_DB_INT = 2_147_483_647
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_NAME_RULE = text_rule(
+    SINGLE_LINE_VISIBLE, "must contain a visible character and no control characters"
+)
+_PASSWORD_RULE = text_rule(SINGLE_LINE, "must not contain control characters")
 
 
-def _clean_name(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must contain a visible character")
-    if _CONTROL_CHARS.search(value):
-        raise ValueError("must not contain control characters")
-    return value
+def _strip(value: str) -> str:
+    # The rule above guarantees a visible character is left.
+    return value.strip()
 
 
-def _lower_email(value: str) -> str:
+def _valid_email(value: str) -> str:
+    # pydantic's EmailStr, plus the `.test` domain (which email-validator calls special
+    # use): any address the schema's `format: email` allows is accepted; whether mail
+    # reaches it is the verification mail's question.
+    try:
+        email = email_validator.validate_email(
+            value, check_deliverability=False, test_environment=True
+        )
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"value is not a valid email address: {exc}") from None
     # Addresses are unique case-insensitively: Ann@x.org and ann@x.org are one account.
-    return value.lower()
+    return email.normalized.lower()
 
 
 Name = Annotated[
     str,
     Field(min_length=1, max_length=100, description="Display name, 1-100 characters."),
-    AfterValidator(_clean_name),
+    *_NAME_RULE,
+    AfterValidator(_strip),
 ]
 Email = Annotated[
-    EmailStr,
-    Field(max_length=254, description="Email address; also the login name. Case-insensitive."),
-    AfterValidator(_lower_email),
+    str,
+    Field(
+        max_length=254,
+        description="Email address; also the login name. Case-insensitive.",
+        json_schema_extra={"format": "email"},
+    ),
+    AfterValidator(_valid_email),
 ]
 Password = Annotated[
     str,
-    Field(min_length=8, max_length=128, description="Password, 8-128 characters."),
+    Field(
+        min_length=8,
+        max_length=128,
+        description="Password, 8-128 characters, no control characters.",
+    ),
+    *_PASSWORD_RULE,
 ]
 UserId = Annotated[int, Field(ge=1, le=MAX_DB_INT, description="The user's id.")]
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name
     email: Email
@@ -52,7 +72,18 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     """Fields to change on one's own account; omitted fields stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The rule below, in the schema too: naming `email` or `password` needs
+    # `current_password` (which the route then checks).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "dependentRequired": {
+                "email": ["current_password"],
+                "password": ["current_password"],
+            }
+        },
+    )
 
     name: Name | None = Field(default=None, description="New display name, 1-100 characters.")
     email: Email | None = Field(
@@ -61,7 +92,7 @@ class UserUpdate(BaseModel):
     password: Password | None = Field(
         default=None, description="New password; needs `current_password`."
     )
-    current_password: str | None = Field(
+    current_password: Annotated[str, *_PASSWORD_RULE] | None = Field(
         default=None,
         max_length=128,
         description="The password in use now; required to change `email` or `password`.",
@@ -69,7 +100,8 @@ class UserUpdate(BaseModel):
 
     @model_validator(mode="after")
     def _sensitive_changes_need_current_password(self) -> Self:
-        if (self.email is not None or self.password is not None) and not self.current_password:
+        sensitive = {"email", "password"} & self.model_fields_set
+        if sensitive and "current_password" not in self.model_fields_set:
             raise ValueError("current_password is required to change email or password")
         return self
 
@@ -77,7 +109,7 @@ class UserUpdate(BaseModel):
 class UserAdminUpdate(BaseModel):
     """What an admin may change on any account; omitted fields stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name | None = Field(default=None, description="New display name.")
     is_active: bool | None = Field(
@@ -100,7 +132,10 @@ class UserPublic(BaseModel):
 class UserRead(UserPublic):
     """What a user sees of themself, and what admins see of anyone."""
 
-    email: EmailStr = Field(description="Email address; shown only to its owner and admins.")
+    email: str = Field(
+        description="Email address; shown only to its owner and admins.",
+        json_schema_extra={"format": "email"},
+    )
     is_admin: bool = Field(description="Whether the user is an administrator.")
     is_active: bool = Field(description="False when an admin has disabled the account.")
     created_at: datetime = Field(description="When the account was created (UTC).")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, select
+from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from townsquare.platform.database import Database, OneRowRead
-from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound
+from townsquare.platform.errors import Forbidden
+from townsquare.users.exceptions import EmailAlreadyRegistered, LastAdmin, UserNotFound
 from townsquare.users.models import User
 
 # What a reader sees of an account (no secrets).
@@ -101,3 +102,46 @@ async def set_account_flags(
         user.is_admin = is_admin
     await session.commit()
     return user
+
+
+async def check_rights_change(
+    session: AsyncSession,
+    user: User,
+    *,
+    actor_id: int,
+    is_active: bool | None,
+    is_admin: bool | None,
+) -> None:
+    """Call first in the transaction of an admin's change to `user`. A change that
+    takes admin rights away (demoting or disabling an active admin) is refused when it
+    would leave no active admin, and when `actor_id` lost its own rights meanwhile."""
+    if user.is_admin and user.is_active and (is_admin is False or is_active is False):
+        await _ensure_admins_remain(session, actor_id=actor_id, target_id=user.id)
+
+
+async def _ensure_admins_remain(session: AsyncSession, *, actor_id: int, target_id: int) -> None:
+    # Two admins taking each other's rights at once must not both succeed, so these
+    # changes are serialized: PostgreSQL locks the row of every active admin (a second
+    # change waits, then reads what the first committed); SQLite has one writer at a
+    # time, and this no-op write comes first so that the read below happens after any
+    # other writer has committed.
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(User).where(User.id == actor_id).values(is_admin=User.is_admin)
+        )
+    admins = set(
+        (
+            await session.execute(
+                select(User.id)
+                .where(User.is_admin.is_(True), User.is_active.is_(True))
+                .order_by(User.id)  # every change locks in one order: no deadlock
+                .with_for_update()
+            )
+        ).scalars()
+    )
+    if actor_id not in admins:
+        await session.rollback()
+        raise Forbidden("Administrator rights required")
+    if not admins - {target_id}:
+        await session.rollback()
+        raise LastAdmin()

@@ -1,0 +1,63 @@
+"""One user's sockets are counted across instances (Redis), not per process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.rooms.wsclient import Client, signup
+from tests.scale.cluster import WAIT, run_instances
+from tests.support.brokers import random_prefix
+from tests.support.server import ServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+PER_USER = 3
+
+
+@pytest.fixture(scope="module")
+def instances(
+    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    env = {
+        "DATABASE_URL": shared_database_url,
+        "REDIS_URL": shared_redis_url,
+        "BROKER_CHANNEL_PREFIX": random_prefix(),
+        "WS_MAX_CONNECTIONS_PER_USER": str(PER_USER),
+    }
+    with run_instances(env, tmp_path_factory.mktemp("socket-limit")) as servers:
+        yield servers
+
+
+async def test_one_users_sockets_are_limited_across_instances(
+    instances: list[ServerProcess],
+) -> None:
+    a, b = instances
+    async with httpx.AsyncClient(base_url=a.base_url, timeout=WAIT) as http:
+        member = await signup(http, "Many")
+    on_a = [await Client.open(a, member) for _ in range(PER_USER - 1)]
+    on_b = await Client.open(b, member)
+    # The limit is reached on A and B together: one more, on either, is refused.
+    for server in (b, a):
+        extra = await Client.open(server)  # no header: authenticates with a frame
+        await extra.send(type="auth", token=member.token)
+        code, frames = await extra.closed()
+        assert code == 1008
+        assert frames[-1]["type"] == "bye"
+        assert "at most 3 per user" in frames[-1]["reason"]
+    # A closed socket gives its slot back, to any instance (once A has released it,
+    # right after the close handshake).
+    await on_a[0].close()
+    async with asyncio.timeout(WAIT):
+        while True:
+            again = await Client.open(b)
+            await again.send(type="auth", token=member.token)
+            if (await again.recv())["type"] == "welcome":
+                break
+            await again.close()
+            await asyncio.sleep(0.05)
+    for client in (*on_a[1:], on_b, again):
+        await client.close()
