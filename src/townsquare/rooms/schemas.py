@@ -63,7 +63,7 @@ class RoomCreate(BaseModel):
 
 
 class RoomUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     topic: Topic | None = Field(
         default=None, description="A new topic; null clears it; absent leaves it."
