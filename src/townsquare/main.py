@@ -57,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool_size, max_overflow = settings.database_pool()
         database = create_database(
             settings.database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=settings.database_pool_timeout_seconds,
         )
         if settings.is_sqlite:
             # The embedded default needs no set-up step: its file is created and

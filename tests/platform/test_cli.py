@@ -49,3 +49,18 @@ def test_check_config_with_bad_rate_limit_names_the_variable(tmp_path: Path) -> 
     result = run_cli("check-config", env={"RATE_LIMIT_LOGIN": "lots"}, cwd=tmp_path)
     assert result.returncode == 2
     assert "RATE_LIMIT_LOGIN" in result.stderr
+
+
+def test_check_config_with_two_workers_and_no_redis_says_to_set_redis_url(
+    tmp_path: Path,
+) -> None:
+    result = run_cli("check-config", env={"WEB_CONCURRENCY": "2"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "WEB_CONCURRENCY=2 needs a broker shared by the workers" in result.stderr
+    assert "REDIS_URL" in result.stderr
+
+
+def test_check_config_with_two_workers_and_redis_is_valid(tmp_path: Path) -> None:
+    env = {"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    result = run_cli("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -56,6 +57,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What a checkout or a statement raises when the database cannot serve now: the pool
+# stayed busy for its timeout, or the server is unreachable or refusing connections.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    OSError,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Database:
     engine: AsyncEngine
@@ -77,12 +88,21 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Database:
+def create_database(
+    url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30.0
+) -> Database:
+    """The engine and its session factory. On PostgreSQL at most `pool_size` +
+    `max_overflow` connections; a checkout waits `pool_timeout` seconds for a free one,
+    then raises `sqlalchemy.exc.TimeoutError`. (SQLite keeps SQLAlchemy's own pool.)"""
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
     else:
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
         )
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))

@@ -28,6 +28,7 @@ from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
 from townsquare.platform.broker.envelope import Envelope
 from townsquare.platform.broker.hub import Hub
+from townsquare.platform.database import UNAVAILABLE as DATABASE_UNAVAILABLE
 from townsquare.platform.database import Database
 from townsquare.platform.errors import AppError
 from townsquare.platform.metrics import Metrics
@@ -150,6 +151,8 @@ class ConnectionManager:
             raise CloseConnection(
                 CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN
             ) from exc
+        except DATABASE_UNAVAILABLE as exc:  # pool timeout, database down: retry later
+            raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "server busy, retry shortly") from exc
 
     async def refresh_token(self, connection: Connection, token: str) -> None:
         """A new access token for an open connection (same user)."""
