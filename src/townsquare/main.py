@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -24,9 +25,9 @@ from townsquare.config import Settings
 from townsquare.platform import migrations
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
-from townsquare.platform.database import create_database
+from townsquare.platform.database import Database, create_database
 from townsquare.platform.errors import install_error_handlers
-from townsquare.platform.health import Readiness
+from townsquare.platform.health import NotReady, Readiness
 from townsquare.platform.health import router as health_router
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
@@ -46,6 +47,8 @@ from townsquare.users.router import router as users_router
 # The browser client: static files only (no Python in that folder, so nothing but the
 # page, its script and its style can be served from it).
 WEB_DIR = files("townsquare") / "web"
+
+logger = logging.getLogger(__name__)
 
 
 async def _web_index() -> FileResponse:
@@ -76,6 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await connection.execute(text("SELECT 1"))
 
         readiness.add("database", database_answers)
+
+        async def schema_is_current() -> None:
+            lag = await migrations.schema_lag(database.engine)
+            if lag is not None:
+                raise NotReady(f"{lag}: run `townsquare migrate`")
+
+        readiness.add("schema", schema_is_current)
+        if not settings.is_sqlite:
+            await _warn_if_schema_lags(database)
 
         backend = create_backend(
             settings.redis_url,
@@ -216,6 +228,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs:
         app.include_router(asyncapi.router)
     return app
+
+
+async def _warn_if_schema_lags(database: Database) -> None:
+    """Say at start what /ready will say: the service runs, but is not ready."""
+    try:
+        lag = await migrations.schema_lag(database.engine)
+    except Exception as exc:
+        logger.warning("database schema not checked at start (%s)", exc.__class__.__name__)
+        return
+    if lag is not None:
+        logger.warning(
+            "database schema %s: run `townsquare migrate`; /ready answers 503 until then", lag
+        )
 
 
 def _user_from_bearer(codec: TokenCodec) -> Callable[[Scope], str | None]:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from townsquare.platform.logging import mark_logged
 from townsquare.platform.middleware.request_id import HEADER as REQUEST_ID_HEADER
 from townsquare.platform.middleware.request_id import get_request_id
 
@@ -133,13 +134,15 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    # The trace goes to the log, never to the client.
+    # The trace goes to the log, never to the client; and to the log once: Starlette
+    # raises the error on to the server after this, which would log it again.
     logger.error(
         "unhandled error on %s %s",
         request.method,
         request.url.path,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
+    mark_logged(exc)
     return error_response(500, "Internal server error")
 
 

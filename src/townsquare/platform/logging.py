@@ -35,6 +35,25 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# Set on an exception once its trace is in the log (see `mark_logged`).
+_LOGGED_MARK = "_townsquare_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Note that `exc` is in the log with its trace. The error handler logs an unhandled
+    error with the request's method and path, then Starlette raises it on to the server,
+    which logs it again: `LoggedOnceFilter` drops that second copy."""
+    setattr(exc, _LOGGED_MARK, True)
+
+
+class LoggedOnceFilter(logging.Filter):
+    """Drop a record whose exception was already logged (`mark_logged`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not getattr(exc, _LOGGED_MARK, False)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, ids, extras, exception."""
 
@@ -60,13 +79,16 @@ def logging_config(level: str) -> dict[str, Any]:
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "json",
-        "filters": ["context"],
+        "filters": ["context", "logged_once"],
         "stream": "ext://sys.stderr",
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {
+            "context": {"()": ContextFilter},
+            "logged_once": {"()": LoggedOnceFilter},
+        },
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level},
@@ -75,6 +97,10 @@ def logging_config(level: str) -> dict[str, Any]:
             # template, the user and the duration, and never logs a query string).
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "gunicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            # Alembic announces each of its plugins at INFO whenever it first looks at
+            # a database (the schema check at start); the migrations themselves are
+            # logged by alembic.runtime.migration.
+            "alembic.runtime.plugins": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn": {"handlers": [], "propagate": True, "level": level},
             "uvicorn.error": {"handlers": [], "propagate": True, "level": level},
             # The uvicorn worker copies gunicorn.error's handlers onto uvicorn.error, so
