@@ -121,8 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
-            # live connection must not look ready.
-            if not hub.is_healthy() or not await backend.probe(readiness.timeout):
+            # live connection must not look ready. The probe goes first: while the
+            # backend is down it is also what makes it reconnect at once.
+            if not await backend.probe(readiness.timeout) or not hub.is_healthy():
                 raise ConnectionError("broker round trip failed")
 
         readiness.add("broker", broker_delivers)
