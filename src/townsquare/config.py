@@ -241,6 +241,15 @@ class Settings(BaseSettings):
     rate_limit_key_prefix: str = Field(
         default="townsquare:ratelimit", description="Prefix of the rate-limit keys in Redis."
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OpenTelemetry collector base URL (OTLP over HTTP, e.g. "
+        "http://collector:4318): traces of HTTP requests, SQL, Redis and WebSocket frames "
+        "are exported there. Unset: no tracing at all.",
+    )
+    otel_service_name: str = Field(
+        default="townsquare", description="`service.name` of the exported traces."
+    )
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /ready waits for each dependency."
     )

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse
@@ -22,7 +23,7 @@ from townsquare.auth.router import router as auth_router
 from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
-from townsquare.platform import migrations
+from townsquare.platform import migrations, tracing
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import Database, create_database
@@ -55,8 +56,16 @@ async def _web_index() -> FileResponse:
     return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The app. Traces go to `tracer_provider` when given (tests pass one with an
+    in-memory exporter), else to OTEL_EXPORTER_OTLP_ENDPOINT when set, else nowhere."""
     settings = settings or Settings()
+    owned_provider = tracer_provider is None
+    provider = tracer_provider or tracing.create_provider(
+        settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # (`townsquare migrate`), never by N workers racing at start.
             await migrations.upgrade(database.engine)
         app.state.database = database
+        tracing.instrument_engine(database.engine, provider)
 
         async def database_answers() -> None:
             async with database.engine.connect() as connection:
@@ -139,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await presence.aclose()
             await rate_limiter.close()
             await database.dispose()
+            if owned_provider and provider is not None:
+                provider.shutdown()  # exports what is still buffered
 
     docs = not settings.is_production
     app = FastAPI(
@@ -211,6 +223,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
+
+    tracing.instrument_app(app, provider)
 
     app.include_router(health_router)
     app.include_router(metrics_router)

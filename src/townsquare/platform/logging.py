@@ -16,22 +16,36 @@ from typing import Any
 
 from townsquare.platform.context import get_user_id
 from townsquare.platform.middleware.request_id import get_request_id
+from townsquare.platform.tracing import current_ids
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is a field.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "user_id", "taskName", "color_message"}
+    | {
+        "message",
+        "asctime",
+        "request_id",
+        "user_id",
+        "trace_id",
+        "span_id",
+        "taskName",
+        "color_message",
+    }
 )
 
 
 class ContextFilter(logging.Filter):
-    """Stamp each record with the current request id and user id (None outside a request)."""
+    """Stamp each record with the current request id and user id (None outside a
+    request), and the current trace and span ids while tracing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = get_request_id()
         if getattr(record, "user_id", None) is None:
             record.user_id = get_user_id()
+        if getattr(record, "trace_id", None) is None:
+            ids = current_ids()
+            record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
@@ -66,6 +80,11 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None),
             "user_id": getattr(record, "user_id", None),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            # Only while tracing: the ids of the span the line was logged in.
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
