@@ -22,8 +22,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from townsquare.platform.server import DrainingServer, connection_options
 
     configure_logging(settings.log_level)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,  # configure_logging above: JSON lines, our own access log
@@ -33,7 +34,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         **connection_options(settings),
     )
-    server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)
+    server = DrainingServer(
+        config, drain=app.state.drain, graceful_timeout=settings.graceful_timeout
+    )
     server.run()
     return 0 if server.started else 1
 

@@ -137,8 +137,9 @@ def create_app(
                 raise ConnectionError("broker round trip failed")
 
         readiness.add("broker", broker_delivers)
-        # SIGTERM: say `bye` and close with 1012 before the server drops connections.
-        drain.register(lambda: rooms.shutdown(grace=settings.graceful_timeout / 3))
+        # SIGTERM: say `bye` and close with 1012 before the server drops connections,
+        # within the drain's share of the graceful timeout (platform/shutdown.py).
+        drain.register(lambda within: rooms.shutdown(grace=within))
         try:
             async with metrics.sampling():
                 yield
