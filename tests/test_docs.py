@@ -56,7 +56,7 @@ def test_every_route_of_the_openapi_document_is_in_the_readme() -> None:
 
 
 def _frame_types(union: object) -> set[str]:
-    types = set()
+    types: set[str] = set()
     for model in typing.get_args(typing.get_args(union)[0]):
         literal = model.model_fields["type"].annotation
         types.update(typing.get_args(literal))
