@@ -1,5 +1,9 @@
 # townsquare: gunicorn + uvicorn workers, dependencies pinned by uv.lock, non-root.
 # Build: docker build -t townsquare .    Run: see compose.yaml and docs/operations.md.
+# On its own the image runs the embedded default: SQLite in /data and the in-memory
+# broker, so one worker (more would each be an island; the service refuses to start
+# with WEB_CONCURRENCY > 1 and no REDIS_URL). Set DATABASE_URL, REDIS_URL and
+# WEB_CONCURRENCY to scale, as compose.yaml does.
 
 # --- build: resolve nothing, install exactly what uv.lock pins -----------------------
 FROM python:3.12-slim AS build
@@ -29,6 +33,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     DATABASE_URL=sqlite+aiosqlite:////data/townsquare.db \
+    WEB_CONCURRENCY=1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/townsquare-metrics
 USER townsquare
 EXPOSE 8000

@@ -62,3 +62,37 @@ def test_production_hides_the_docs() -> None:
 def test_allowed_origins_are_split_on_commas() -> None:
     settings = make_settings(allowed_origins="https://a.example, https://b.example,")
     assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+
+
+def test_settings_with_several_workers_need_a_shared_broker() -> None:
+    with pytest.raises(ValidationError, match="needs a broker shared by the workers"):
+        make_settings(web_concurrency=2)
+    assert make_settings(web_concurrency=4, redis_url="redis://x:6379/0").web_concurrency == 4
+
+
+@pytest.mark.parametrize(
+    ("budget", "workers", "pool", "overflow", "expected"),
+    [
+        (20, 2, 10, 20, (10, 0)),  # 10 each: the pool, no overflow
+        (20, 1, 10, 20, (10, 10)),  # 20: the pool and half the overflow
+        (100, 2, 10, 20, (10, 20)),  # 50 each: more than pool + overflow need
+        (9, 4, 10, 20, (2, 0)),  # 2 each
+    ],
+)
+def test_database_pool_is_cut_to_each_workers_share_of_the_budget(
+    budget: int, workers: int, pool: int, overflow: int, expected: tuple[int, int]
+) -> None:
+    settings = make_settings(
+        database_max_connections=budget,
+        web_concurrency=workers,
+        redis_url="redis://x:6379/0",
+        database_pool_size=pool,
+        database_max_overflow=overflow,
+    )
+    assert settings.database_pool() == expected
+    assert sum(settings.database_pool()) * workers <= budget
+
+
+def test_database_budget_below_one_connection_per_worker_is_refused() -> None:
+    with pytest.raises(ValidationError, match="every worker needs at least one"):
+        make_settings(database_max_connections=2, web_concurrency=3, redis_url="redis://x/0")

@@ -1,4 +1,4 @@
-"""`townsquare serve | check-config | migrate | create-admin | chat`."""
+"""The `townsquare` command line: serve, check-config, migrate, create-admin, chat."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from townsquare.platform.server import DrainingServer, connection_options
 
     configure_logging(settings.log_level)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=args.port or settings.port,
         log_config=None,  # configure_logging above: JSON lines, our own access log
@@ -33,7 +34,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         **connection_options(settings),
     )
-    server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)
+    server = DrainingServer(
+        config, drain=app.state.drain, graceful_timeout=settings.graceful_timeout
+    )
     server.run()
     return 0 if server.started else 1
 
@@ -128,41 +131,107 @@ def _chat(args: argparse.Namespace) -> int:
         return 130
 
 
+DESCRIPTION = """\
+townsquare: accounts, token auth, a users API and live WebSocket rooms on FastAPI.
+
+Every command reads its settings from the environment (and ./.env); `townsquare
+check-config` validates them. The README lists every variable."""
+
+EPILOG = """\
+examples:
+  townsquare serve                          # http://127.0.0.1:8000, SQLite + in-memory broker
+  townsquare migrate                        # bring DATABASE_URL's schema up to date
+  townsquare create-admin --email a@b.org   # asks for the password
+  gunicorn -c gunicorn.conf.py              # production: WEB_CONCURRENCY workers
+  townsquare chat general                   # a terminal chat against a running service
+
+Run `townsquare COMMAND --help` for a command's options."""
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="townsquare", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="townsquare",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser(
+    serve = _command(
+        commands,
         "serve",
-        help="serve the API with uvicorn in one process (production: gunicorn -c gunicorn.conf.py)",
+        "serve the API and the web client in one process",
+        "Serve the API, /ws and the web client with uvicorn in one process, with JSON\n"
+        "logs and a draining shutdown (SIGTERM: bye + 1012 to WebSockets). The SQLite\n"
+        "default is created and migrated at start; PostgreSQL needs `townsquare migrate`\n"
+        "first. For several workers use gunicorn: gunicorn -c gunicorn.conf.py",
     )
-    serve.add_argument("--host", help="interface (default: HOST)")
-    serve.add_argument("--port", type=int, help="port (default: PORT)")
+    serve.add_argument("--host", help="interface to listen on (default: HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default: PORT, 8000)")
 
-    commands.add_parser(
-        "check-config", help="validate the environment's settings and exit (0 when valid)"
+    _command(
+        commands,
+        "check-config",
+        "validate the settings and exit (0 valid, 2 invalid)",
+        "Validate the settings from the environment and ./.env as the server would,\n"
+        "without starting anything: exit 0 when valid, else 2 with one line per\n"
+        "problem, named by its variable (for deploy pipelines).",
     )
 
-    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
-    migrate.add_argument("revision", nargs="?", default="head")
+    migrate = _command(
+        commands,
+        "migrate",
+        "bring the database schema up to date (Alembic)",
+        "Apply the Alembic migrations to DATABASE_URL, up to REVISION. Run it once\n"
+        "per release, before the new workers start: /ready answers 503 naming the\n"
+        "schema while the database is behind the code.",
+    )
+    migrate.add_argument(
+        "revision", nargs="?", default="head", help="target revision (default: head, the latest)"
+    )
 
-    admin = commands.add_parser(
+    admin = _command(
+        commands,
         "create-admin",
-        help="create an admin account, or make an existing account an admin",
-        description="The password is read from --password-stdin, else from "
-        "TOWNSQUARE_ADMIN_PASSWORD, else asked for on the terminal.",
+        "create an admin account, or make an existing account an admin",
+        "Create an admin account, or grant admin to the account with that email.\n"
+        "The password is read from standard input with --password-stdin, else from\n"
+        "TOWNSQUARE_ADMIN_PASSWORD, else asked for twice on the terminal; it follows\n"
+        "the signup rules (8-128 characters).",
     )
-    admin.add_argument("--email", required=True)
-    admin.add_argument("--name", default="Administrator")
-    admin.add_argument("--password-stdin", action="store_true")
+    admin.add_argument("--email", required=True, help="the account's email (sign-in name)")
+    admin.add_argument(
+        "--name", default="Administrator", help="display name (default: Administrator)"
+    )
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
 
-    chat = commands.add_parser(
+    chat = _command(
+        commands,
         "chat",
-        help="chat in a room from the terminal (a client of a running service)",
-        description="Sign in, show the room's recent messages, then live ones; each line "
-        "typed is sent. /who lists who is online, /quit (or end of input) leaves.",
+        "chat in a room from the terminal (a client of a running service)",
+        "Sign in, show the room's recent messages, then live ones; each line typed is\n"
+        "sent. /who lists who is online, /quit (or end of input) leaves. A client: the\n"
+        "service's own settings do not apply.",
     )
-    chat.add_argument("room")
+    chat.add_argument("room", help="the room's name")
     chat.add_argument(
         "--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)"
     )

@@ -54,12 +54,6 @@ class Settings(BaseSettings):
         "(PostgreSQL); they are closed when returned, so a sustained load opens and closes "
         "them over and over. 0 keeps the pool fixed.",
     )
-    database_pool_timeout_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        description="How long a request waits for a free database connection before it is "
-        "answered 503 with Retry-After.",
-    )
     principal_cache_size: int = Field(
         default=10_000,
         ge=1,
@@ -71,6 +65,21 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a cached login is trusted before it is read again: the bound "
         "on a revocation made on another instance while the broker lost the news.",
+    )
+    database_max_connections: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections this instance may open, all its workers "
+        "together: each worker's pool (DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW) is cut "
+        "to its equal share, DATABASE_MAX_CONNECTIONS // WEB_CONCURRENCY. Keep the sum over "
+        "all instances, plus a few for `townsquare migrate` and admin tools, under the "
+        "server's max_connections.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request or a WebSocket handshake waits for a free database "
+        "connection; then the request is answered 503 and the handshake closed with 1013.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -187,7 +196,12 @@ class Settings(BaseSettings):
         description="Frames waiting to be sent to one WebSocket; a client too slow to "
         "drain them is closed with 1013.",
     )
-    web_concurrency: int = Field(default=2, ge=1, description="Worker processes under gunicorn.")
+    web_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Worker processes under gunicorn. More than one needs REDIS_URL: "
+        "without a shared broker each worker would be an island.",
+    )
     log_level: str = Field(default="INFO", description="Root log level.")
     cors_allow_credentials: bool = Field(
         default=False,
@@ -246,6 +260,15 @@ class Settings(BaseSettings):
     )
     rate_limit_key_prefix: str = Field(
         default="townsquare:ratelimit", description="Prefix of the rate-limit keys in Redis."
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OpenTelemetry collector base URL (OTLP over HTTP, e.g. "
+        "http://collector:4318): traces of HTTP requests, SQL, Redis and WebSocket frames "
+        "are exported there. Unset: no tracing at all.",
+    )
+    otel_service_name: str = Field(
+        default="townsquare", description="`service.name` of the exported traces."
     )
     readiness_timeout_seconds: float = Field(
         default=2.0, gt=0, description="How long /ready waits for each dependency."
@@ -363,6 +386,38 @@ class Settings(BaseSettings):
                 "or listen on HOST=127.0.0.1"
             )
         return self
+
+    @model_validator(mode="after")
+    def _no_workers_without_shared_broker(self) -> Settings:
+        # Each process without Redis has its own in-memory broker: live messages,
+        # presence, session revocation and rate limits would stay inside one worker,
+        # and users of one room would not see each other. Refuse rather than split.
+        if self.web_concurrency > 1 and self.redis_url is None:
+            raise ValueError(
+                f"WEB_CONCURRENCY={self.web_concurrency} needs a broker shared by the "
+                "workers: without REDIS_URL each worker delivers messages, presence, session "
+                "revocations and rate limits only to its own clients. Set "
+                "REDIS_URL=redis://host:6379/0 (one Redis for every worker and instance), or "
+                "WEB_CONCURRENCY=1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _a_connection_for_every_worker(self) -> Settings:
+        if self.database_max_connections < self.web_concurrency:
+            raise ValueError(
+                f"DATABASE_MAX_CONNECTIONS={self.database_max_connections} is fewer than "
+                f"WEB_CONCURRENCY={self.web_concurrency}: every worker needs at least one "
+                "database connection"
+            )
+        return self
+
+    def database_pool(self) -> tuple[int, int]:
+        """A worker's (pool size, max overflow): DATABASE_POOL_SIZE and
+        DATABASE_MAX_OVERFLOW, cut to the worker's share of DATABASE_MAX_CONNECTIONS."""
+        share = self.database_max_connections // self.web_concurrency
+        pool_size = min(self.database_pool_size, share)
+        return pool_size, min(self.database_max_overflow, share - pool_size)
 
     @property
     def is_production(self) -> bool:

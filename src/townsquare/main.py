@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse
@@ -24,12 +26,12 @@ from townsquare.auth.router import router as auth_router
 from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
-from townsquare.platform import migrations
+from townsquare.platform import migrations, tracing
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
-from townsquare.platform.database import create_database
+from townsquare.platform.database import Database, create_database
 from townsquare.platform.errors import install_error_handlers
-from townsquare.platform.health import Readiness
+from townsquare.platform.health import NotReady, Readiness
 from townsquare.platform.health import router as health_router
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
@@ -59,20 +61,31 @@ WEB_DIR = files("townsquare") / "web"
 # Answered whatever the load: an orchestrator must never restart a worker for being busy.
 PROBES = frozenset({"/health", "/live", "/ready", "/metrics"})
 
+logger = logging.getLogger(__name__)
+
 
 async def _web_index() -> FileResponse:
     return FileResponse(str(WEB_DIR / "index.html"), media_type="text/html")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The app. Traces go to `tracer_provider` when given (tests pass one with an
+    in-memory exporter), else to OTEL_EXPORTER_OTLP_ENDPOINT when set, else nowhere."""
     settings = settings or Settings()
+    owned_provider = tracer_provider is None
+    provider = tracer_provider or tracing.create_provider(
+        settings.otel_exporter_otlp_endpoint, settings.otel_service_name
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool_size, max_overflow = settings.database_pool()
         database = create_database(
             settings.database_url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_timeout=settings.database_pool_timeout_seconds,
         )
         if settings.is_sqlite:
@@ -87,12 +100,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ttl=settings.principal_cache_ttl_seconds,
         )
         app.state.revocations.add_listener(principals.on_account_change)
+        tracing.instrument_engine(database.engine, provider)
 
         async def database_answers() -> None:
             async with database.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
 
         readiness.add("database", database_answers)
+
+        async def schema_is_current() -> None:
+            lag = await migrations.schema_lag(database.engine)
+            if lag is not None:
+                raise NotReady(f"{lag}: run `townsquare migrate`")
+
+        readiness.add("schema", schema_is_current)
+        if not settings.is_sqlite:
+            await _warn_if_schema_lags(database)
 
         backend = create_backend(
             settings.redis_url,
@@ -127,13 +150,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
-            # live connection must not look ready.
-            if not hub.is_healthy() or not await backend.probe(readiness.timeout):
+            # live connection must not look ready. The probe goes first: while the
+            # backend is down it is also what makes it reconnect at once.
+            if not await backend.probe(readiness.timeout) or not hub.is_healthy():
                 raise ConnectionError("broker round trip failed")
 
         readiness.add("broker", broker_delivers)
-        # SIGTERM: say `bye` and close with 1012 before the server drops connections.
-        drain.register(lambda: rooms.shutdown(grace=settings.graceful_timeout / 3))
+        # SIGTERM: say `bye` and close with 1012 before the server drops connections,
+        # within the drain's share of the graceful timeout (platform/shutdown.py).
+        drain.register(lambda within: rooms.shutdown(grace=within))
         try:
             async with metrics.sampling():
                 yield
@@ -145,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await rate_limiter.close()
             await admission.slots.aclose()
             await database.dispose()
+            if owned_provider and provider is not None:
+                provider.shutdown()  # exports what is still buffered
 
     docs = not settings.is_production
     app = FastAPI(
@@ -244,6 +271,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(WebSocketRoutesMiddleware, routes={"/ws": websocket.endpoint})
     app.add_middleware(RequestIdMiddleware)
 
+    tracing.instrument_app(app, provider)
+
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
@@ -262,6 +291,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(asyncapi.router)
     document_platform_statuses(app, probes=PROBES, rate_limited=settings.rate_limit_enabled)
     return app
+
+
+async def _warn_if_schema_lags(database: Database) -> None:
+    """Say at start what /ready will say: the service runs, but is not ready."""
+    try:
+        lag = await migrations.schema_lag(database.engine)
+    except Exception as exc:
+        logger.warning("database schema not checked at start (%s)", exc.__class__.__name__)
+        return
+    if lag is not None:
+        logger.warning(
+            "database schema %s: run `townsquare migrate`; /ready answers 503 until then", lag
+        )
 
 
 def _user_from_bearer(codec: TokenCodec) -> Callable[[Scope], str | None]:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from townsquare import cli
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -75,3 +78,49 @@ def test_check_config_on_loopback_with_the_development_key_succeeds(
 ) -> None:
     result = run_cli("check-config", env={"HOST": host}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_check_config_with_two_workers_and_no_redis_says_to_set_redis_url(
+    tmp_path: Path,
+) -> None:
+    result = run_cli("check-config", env={"WEB_CONCURRENCY": "2"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "WEB_CONCURRENCY=2 needs a broker shared by the workers" in result.stderr
+    assert "REDIS_URL" in result.stderr
+
+
+def test_check_config_with_two_workers_and_redis_is_valid(tmp_path: Path) -> None:
+    env = {"WEB_CONCURRENCY": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    result = run_cli("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli._parser()
+    [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subparsers.choices)
+
+
+def test_every_command_and_option_has_help_text() -> None:
+    parser = cli._parser()
+    [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    summaries = {action.dest: action.help for action in subparsers._choices_actions}
+    for name, command in _commands().items():
+        assert summaries.get(name), f"`townsquare --help` says nothing of {name}"
+        assert command.description, f"`townsquare {name} --help` has no description"
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"{name} {action.option_strings or action.dest}: no help"
+
+
+def test_help_lists_every_command_in_plain_words(tmp_path: Path) -> None:
+    result = run_cli("--help", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in _commands():
+        assert name in result.stdout
+    assert "serve the API and the web client in one process" in result.stdout
+    assert "usage: townsquare [-h] COMMAND" in result.stdout
+    for name in _commands():
+        sub = run_cli(name, "--help", env={}, cwd=tmp_path)
+        assert sub.returncode == 0, sub.stderr
+        assert f"usage: townsquare {name}" in sub.stdout

@@ -31,11 +31,18 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture
 def env(sqlite_database_url: str) -> dict[str, str]:
-    # The session's SQLite file is already migrated; both workers share it.
+    # The session's SQLite file is already migrated; both workers share it, and the
+    # shared Redis (two workers need a shared broker; a prefix of their own).
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        missing_service("Redis", exc)
     return {
         "ENV": "test",
         "SECRET_KEY": TEST_SECRET,
         "DATABASE_URL": sqlite_database_url,
+        "REDIS_URL": REDIS_URL,
+        "BROKER_CHANNEL_PREFIX": f"test:{uuid.uuid4().hex}:",
         "GRACEFUL_TIMEOUT": "10",
     }
 
@@ -48,14 +55,9 @@ def _spread(url: str, count: int) -> list[httpx.Response]:
 def test_rate_limit_with_redis_and_two_workers_returns_429_from_every_worker(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        missing_service("Redis", exc)
     prefix = f"test-{uuid.uuid4().hex}"
     limited = {
         **env,
-        "REDIS_URL": REDIS_URL,
         "RATE_LIMIT_ENABLED": "true",
         "RATE_LIMIT_DEFAULT": "10/minute",
         "RATE_LIMIT_KEY_PREFIX": prefix,
@@ -180,4 +182,26 @@ def test_gunicorn_with_weak_secret_in_production_refuses_to_start(tmp_path: Path
     )
     assert result.returncode == 2
     assert "SECRET_KEY must be set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_with_two_workers_and_no_redis_refuses_to_start_saying_what_to_set(
+    tmp_path: Path,
+) -> None:
+    # Each worker would have its own in-memory broker: users in one room split by
+    # worker. The master refuses before forking any.
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
+        env={"PATH": "/usr/bin:/bin", "WEB_CONCURRENCY": "2"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "WEB_CONCURRENCY=2 needs a broker shared by the workers" in result.stderr
+    assert "Set REDIS_URL=redis://" in result.stderr
+    assert "or WEB_CONCURRENCY=1" in result.stderr
+    assert "Booting worker" not in result.stderr
     assert "Traceback" not in result.stderr

@@ -18,7 +18,10 @@ async def test_probes_when_database_answers_return_200(client: httpx.AsyncClient
     assert health.json() == {"status": "healthy"}
     assert live.json() == {"status": "healthy"}
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "ok", "broker": "ok"},
+    }
 
 
 async def test_ready_with_hung_dependency_returns_503_naming_it_within_timeout(
@@ -36,7 +39,7 @@ async def test_ready_with_hung_dependency_returns_503_naming_it_within_timeout(
     assert response.status_code == 503
     assert response.json() == {
         "status": "not ready",
-        "checks": {"database": "ok", "broker": "timeout"},
+        "checks": {"database": "ok", "schema": "ok", "broker": "timeout"},
     }
 
 

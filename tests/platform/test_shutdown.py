@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Callable
 
 import pytest
 import uvicorn
 import websockets
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from uvicorn_worker import UvicornWorker
 
 from tests.platform.conftest import CapturedLogs
 from tests.support.server import free_port
-from townsquare.platform.server import DrainingServer, _find_drain, uvicorn_timeout
-from townsquare.platform.shutdown import Drain
+from townsquare.platform.server import DrainingServer, Worker, app_drain
+from townsquare.platform.shutdown import Drain, ShutdownBudget
 
 
 async def test_drain_runs_every_callback_concurrently() -> None:
@@ -19,7 +22,7 @@ async def test_drain_runs_every_callback_concurrently() -> None:
     both_started = asyncio.Barrier(2)
 
     def callback(name: str) -> object:
-        async def run() -> None:
+        async def run(within: float) -> None:
             await both_started.wait()  # deadlocks unless run concurrently
             ran.append(name)
 
@@ -36,10 +39,10 @@ async def test_drain_with_stuck_or_failing_callback_returns_in_time_and_logs(
 ) -> None:
     drain = Drain()
 
-    async def stuck() -> None:
+    async def stuck(within: float) -> None:
         await asyncio.Event().wait()
 
-    async def fails() -> None:
+    async def fails(within: float) -> None:
         raise RuntimeError("cannot say bye")
 
     drain.register(stuck)
@@ -51,19 +54,70 @@ async def test_drain_with_stuck_or_failing_callback_returns_in_time_and_logs(
     assert any("drain callback failed" in m for m in messages)
 
 
-def test_find_drain_looks_through_wrapping_middleware() -> None:
-    from fastapi import FastAPI
-    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+async def test_drain_hands_each_callback_its_share_of_the_one_budget() -> None:
+    drain = Drain()
+    given: list[float] = []
 
+    async def callback(within: float) -> None:
+        given.append(within)
+
+    drain.register(callback)
+    budget = ShutdownBudget.of(30)
+    await drain.run(within=budget.drain)
+    # A little less than the drain's share, so the callback's own timeout ends it.
+    assert len(given) == 1
+    assert 0.8 * budget.drain < given[0] < budget.drain
+
+
+def test_app_drain_is_the_apps_state_drain() -> None:
     app = FastAPI()
     app.state.drain = Drain()
-    assert _find_drain(ProxyHeadersMiddleware(app)) is app.state.drain  # type: ignore[arg-type]
-    assert _find_drain(FastAPI()) is None
+    assert app_drain(app) is app.state.drain
+    assert app_drain(FastAPI()) is None
 
 
-def test_uvicorn_timeout_leaves_room_inside_graceful_timeout() -> None:
-    assert uvicorn_timeout(30) == 28
-    assert uvicorn_timeout(1) == 1
+@pytest.mark.parametrize("graceful_timeout", [1, 5, 10, 30, 120])
+def test_shutdown_budget_phases_fit_inside_the_graceful_timeout(graceful_timeout: int) -> None:
+    budget = ShutdownBudget.of(graceful_timeout)
+    assert budget.drain == pytest.approx(0.3 * graceful_timeout)
+    assert budget.requests >= 1
+    if graceful_timeout >= 5:
+        # Drain, then requests, then at least two seconds to exit.
+        assert budget.drain + budget.requests <= graceful_timeout - 2
+    assert ShutdownBudget.of(30) == ShutdownBudget(9.0, 19)
+
+
+def _code(function: Callable[..., object]) -> list[str]:
+    return [line.strip() for line in inspect.getsource(function).splitlines() if line.strip()]
+
+
+def test_uvicorn_internals_the_drain_relies_on_are_as_pinned() -> None:
+    """The shutdown hook overrides uvicorn's `Server.shutdown` and uvicorn-worker's
+    `_serve` (neither has a public hook before WebSockets are closed). An upgrade that
+    changes them fails here, before it can silently skip the drain."""
+    # Server.shutdown: stop listening, then close the connections (WebSockets get 1012),
+    # then the lifespan: the drain must run before the second step.
+    shutdown = _code(uvicorn.Server.shutdown)
+    assert shutdown[0].startswith("async def shutdown(self, sockets")
+    steps = [
+        "for server in self.servers:",
+        "connection.shutdown()",
+        "await self.lifespan.shutdown()",
+    ]
+    positions = [shutdown.index(step) for step in steps]
+    assert positions == sorted(positions)
+    assert "shutdown" in vars(DrainingServer)
+    # uvicorn-worker's _serve, which Worker._serve repeats with DrainingServer.
+    assert _code(UvicornWorker._serve) == [
+        "async def _serve(self) -> None:",
+        "self.config.app = self.wsgi",
+        "server = Server(config=self.config)",
+        "self._install_sigquit_handler()",
+        "await server.serve(sockets=self.sockets)",
+        "if not server.started:",
+        "sys.exit(Arbiter.WORKER_BOOT_ERROR)",
+    ]
+    assert "_serve" in vars(Worker)
 
 
 async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> None:
@@ -86,7 +140,7 @@ async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> No
         except WebSocketDisconnect:
             sockets.discard(websocket)
 
-    async def say_bye() -> None:
+    async def say_bye(within: float) -> None:
         for websocket in list(sockets):
             await websocket.send_json({"type": "bye", "reason": "server restart"})
             await websocket.close(code=1012)
@@ -96,7 +150,7 @@ async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> No
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=3
     )
-    server = DrainingServer(config, graceful_timeout=5)
+    server = DrainingServer(config, drain=app.state.drain, graceful_timeout=5)
     serving = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):

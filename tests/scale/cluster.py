@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_SECRET
-from tests.rooms.wsclient import Frame, Member
+from tests.rooms.wsclient import Frame, Member, make_room
 from tests.support.server import ServerProcess, free_port, wait_until_healthy
 
 WAIT = 20.0  # seconds: a bound against hangs, never a measurement
@@ -41,28 +41,35 @@ BASE_ENV = {
 
 @contextmanager
 def run_instances(
-    env: Mapping[str, str], directory: Path, count: int = 2, *, names: str = "ABCD"
+    env: Mapping[str, str],
+    directory: Path,
+    count: int = 2,
+    *,
+    names: str = "ABCD",
+    command: Sequence[str] | None = None,
+    base_env: Mapping[str, str] = BASE_ENV,
+    cwd: Path | None = None,
+    timeout: float = 30,
 ) -> Iterator[list[ServerProcess]]:
-    """Start `count` servers at once (each on its own port, one log each), wait until
-    all are healthy, and stop every one still running on exit (by its PID)."""
+    """Start `count` servers at once (each on its own port, one log each; `townsquare
+    serve` unless `command`), wait until all are healthy, and stop every one still
+    running on exit (by its PID)."""
     processes: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+    argv = list(command or [sys.executable, "-m", "townsquare.cli", "serve"])
     try:
         for index in range(count):
             port = free_port()
             log_path = directory / f"instance-{names[index]}.log"
-            full_env = {**os.environ, **BASE_ENV, "HOST": "127.0.0.1", "PORT": str(port), **env}
+            full_env = {**os.environ, **base_env, "HOST": "127.0.0.1", "PORT": str(port), **env}
             with log_path.open("wb") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "townsquare.cli", "serve"],
-                    env=full_env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
                 )
             processes.append((process, port, log_path))
         servers = []
         for process, port, log_path in processes:
             base_url = f"http://127.0.0.1:{port}"
-            wait_until_healthy(base_url, process, timeout=30)
+            wait_until_healthy(base_url, process, timeout=timeout)
             servers.append(ServerProcess(process, base_url, f"ws://127.0.0.1:{port}", log_path))
         yield servers
     finally:
@@ -275,3 +282,98 @@ class Traffic:
     def last_seq(self, index: int | None = None) -> int:
         seqs = [seq for seq, target in self.stored if index is None or target == index]
         return max(seqs, default=0)
+
+
+SENDERS_PER_SIDE = 4  # two over /ws, two over REST
+MESSAGES_PER_SENDER = 50
+
+
+async def _send_over_ws(listener: Listener, room: str, tag: str) -> list[str]:
+    bodies = []
+    for i in range(MESSAGES_PER_SENDER):
+        body = f"{tag}-{i}"
+        await listener.send(type="send", room=room, body=body, client_id=body)
+        bodies.append(body)
+        if i % 10 == 9:
+            await asyncio.sleep(0)  # let the other senders interleave
+    return bodies
+
+
+async def _send_over_rest(
+    http: httpx.AsyncClient, member: Member, room: str, tag: str
+) -> list[str]:
+    bodies = []
+    for i in range(MESSAGES_PER_SENDER):
+        body = f"{tag}-{i}"
+        response = await http.post(
+            f"/rooms/{room}/messages", json={"body": body}, headers=member.headers
+        )
+        assert response.status_code == 201, response.text
+        bodies.append(body)
+    return bodies
+
+
+async def check_exactly_once(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient]
+) -> None:
+    """Members on two instances (three each) and senders on both, over /ws and REST at
+    once: every member gets every message exactly once, in seq order, and presence
+    spans the instances."""
+    a, b = instances
+    http_a, http_b = https
+    members = await signup_many(http_a, 6, "Member")
+    room = await make_room(http_a, members[0])
+    listeners: list[Listener] = []
+    try:
+        on_a = [await Listener.open(a, m) for m in members[:3]]
+        listeners += on_a
+        for listener in on_a:
+            await listener.join(room)
+        on_b = [await Listener.open(b, m) for m in members[3:]]
+        listeners += on_b
+        joined_b = [await listener.join(room) for listener in on_b]
+
+        # Presence spans the instances: B's `joined` lists A's users, and A's members
+        # were told (over the broker) when B's came online.
+        assert {m.id for m in members[:3]} <= online_ids(joined_b[-1])
+        assert online_ids(joined_b[-1]) == {m.id for m in members}
+        for listener in on_a:
+            for member in members[3:]:
+                await listener.wait_for(
+                    "presence", user={"id": member.id, "name": member.name}, state="online"
+                )
+
+        sends = []
+        for side, http, local in (("A", http_a, on_a), ("B", http_b, on_b)):
+            sends += [
+                _send_over_ws(local[0], room, f"{side}-ws0"),
+                _send_over_ws(local[1], room, f"{side}-ws1"),
+                _send_over_rest(http, local[1].member, room, f"{side}-rest0"),
+                _send_over_rest(http, local[2].member, room, f"{side}-rest1"),
+            ]
+        sent = [body for bodies in await asyncio.gather(*sends) for body in bodies]
+        total = 2 * SENDERS_PER_SIDE * MESSAGES_PER_SENDER
+        assert len(set(sent)) == total
+
+        # A last message after all the others: anything doubled or late would be in
+        # front of it.
+        last = await http_b.post(
+            f"/rooms/{room}/messages", json={"body": "the end"}, headers=members[5].headers
+        )
+        assert last.status_code == 201, last.text
+        total += 1
+        assert last.json()["seq"] == total
+        for listener in listeners:
+            assert await listener.has_seq(room, total, within=30), (
+                f"{listener.member.name} stopped at {listener.last_seq(room)} of {total}"
+            )
+
+        stored = await history(http_a, room, members[0])
+        assert [m["seq"] for m in stored] == list(range(1, total + 1))
+        assert {m["body"] for m in stored} == {*sent, "the end"}
+        expected = [(m["seq"], m["body"], m["author"]["id"]) for m in stored]
+        for listener in listeners:
+            got = [(m["seq"], m["body"], m["author"]["id"]) for m in listener.messages(room)]
+            assert got == expected, f"{listener.member.name} on {listener.server.base_url}"
+    finally:
+        await close_all(listeners)

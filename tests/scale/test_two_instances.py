@@ -15,8 +15,8 @@ from tests.rooms.wsclient import Member, make_room, signup
 from tests.scale.cluster import (
     WAIT,
     Listener,
+    check_exactly_once,
     close_all,
-    history,
     online_ids,
     run_instances,
     signup_many,
@@ -26,9 +26,6 @@ from tests.support.server import ServerProcess
 from townsquare.platform.database import create_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-SENDERS_PER_SIDE = 4  # two over /ws, two over REST
-MESSAGES_PER_SENDER = 50
 
 
 @pytest.fixture(scope="module")
@@ -54,92 +51,10 @@ async def https(instances: list[ServerProcess]) -> AsyncIterator[list[httpx.Asyn
         yield [http_a, http_b]
 
 
-async def _send_over_ws(listener: Listener, room: str, tag: str) -> list[str]:
-    bodies = []
-    for i in range(MESSAGES_PER_SENDER):
-        body = f"{tag}-{i}"
-        await listener.send(type="send", room=room, body=body, client_id=body)
-        bodies.append(body)
-        if i % 10 == 9:
-            await asyncio.sleep(0)  # let the other senders interleave
-    return bodies
-
-
-async def _send_over_rest(
-    http: httpx.AsyncClient, member: Member, room: str, tag: str
-) -> list[str]:
-    bodies = []
-    for i in range(MESSAGES_PER_SENDER):
-        body = f"{tag}-{i}"
-        response = await http.post(
-            f"/rooms/{room}/messages", json={"body": body}, headers=member.headers
-        )
-        assert response.status_code == 201, response.text
-        bodies.append(body)
-    return bodies
-
-
 async def test_senders_on_both_instances_reach_every_member_once_in_seq_order(
     instances: list[ServerProcess], https: list[httpx.AsyncClient]
 ) -> None:
-    a, b = instances
-    http_a, http_b = https
-    members = await signup_many(http_a, 6, "Member")
-    room = await make_room(http_a, members[0])
-    listeners: list[Listener] = []
-    try:
-        on_a = [await Listener.open(a, m) for m in members[:3]]
-        listeners += on_a
-        for listener in on_a:
-            await listener.join(room)
-        on_b = [await Listener.open(b, m) for m in members[3:]]
-        listeners += on_b
-        joined_b = [await listener.join(room) for listener in on_b]
-
-        # Presence spans the instances: B's `joined` lists A's users, and A's members
-        # were told (over the broker) when B's came online.
-        assert {m.id for m in members[:3]} <= online_ids(joined_b[-1])
-        assert online_ids(joined_b[-1]) == {m.id for m in members}
-        for listener in on_a:
-            for member in members[3:]:
-                await listener.wait_for(
-                    "presence", user={"id": member.id, "name": member.name}, state="online"
-                )
-
-        sends = []
-        for side, http, local in (("A", http_a, on_a), ("B", http_b, on_b)):
-            sends += [
-                _send_over_ws(local[0], room, f"{side}-ws0"),
-                _send_over_ws(local[1], room, f"{side}-ws1"),
-                _send_over_rest(http, local[1].member, room, f"{side}-rest0"),
-                _send_over_rest(http, local[2].member, room, f"{side}-rest1"),
-            ]
-        sent = [body for bodies in await asyncio.gather(*sends) for body in bodies]
-        total = 2 * SENDERS_PER_SIDE * MESSAGES_PER_SENDER
-        assert len(set(sent)) == total
-
-        # A last message after all the others: anything doubled or late would be in
-        # front of it.
-        last = await http_b.post(
-            f"/rooms/{room}/messages", json={"body": "the end"}, headers=members[5].headers
-        )
-        assert last.status_code == 201, last.text
-        total += 1
-        assert last.json()["seq"] == total
-        for listener in listeners:
-            assert await listener.has_seq(room, total, within=30), (
-                f"{listener.member.name} stopped at {listener.last_seq(room)} of {total}"
-            )
-
-        stored = await history(http_a, room, members[0])
-        assert [m["seq"] for m in stored] == list(range(1, total + 1))
-        assert {m["body"] for m in stored} == {*sent, "the end"}
-        expected = [(m["seq"], m["body"], m["author"]["id"]) for m in stored]
-        for listener in listeners:
-            got = [(m["seq"], m["body"], m["author"]["id"]) for m in listener.messages(room)]
-            assert got == expected, f"{listener.member.name} on {listener.server.base_url}"
-    finally:
-        await close_all(listeners)
+    await check_exactly_once(instances, https)
 
 
 async def test_user_leaving_on_one_instance_is_offline_on_the_other(

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import DateTime, MetaData, Select, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -60,6 +61,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# What a checkout or a statement raises when the database cannot serve now: the pool
+# stayed busy for its timeout, or the server is unreachable or refusing connections.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa_exc.TimeoutError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    OSError,
+)
 
 
 @dataclass(frozen=True, slots=True)

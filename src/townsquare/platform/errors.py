@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from townsquare.platform.logging import mark_logged
 from townsquare.platform.middleware.request_id import HEADER as REQUEST_ID_HEADER
 from townsquare.platform.middleware.request_id import get_request_id
 
@@ -169,13 +170,15 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
-    # The trace goes to the log, never to the client.
+    # The trace goes to the log, never to the client; and to the log once: Starlette
+    # raises the error on to the server after this, which would log it again.
     logger.error(
         "unhandled error on %s %s",
         request.method,
         request.url.path,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
+    mark_logged(exc)
     return error_response(500, "Internal server error")
 
 

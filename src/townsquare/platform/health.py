@@ -20,6 +20,11 @@ router = APIRouter(tags=["operations"])
 Check = Callable[[], Awaitable[None]]
 
 
+class NotReady(Exception):
+    """A check's failure whose message is shown as is in the report (it names what to
+    do), rather than only the kind of failure."""
+
+
 class Health(BaseModel):
     status: Literal["healthy"] = Field(description="Always `healthy` while the process serves.")
 
@@ -29,7 +34,8 @@ class ReadinessReport(BaseModel):
         description="`ready` when every dependency answered in time."
     )
     checks: dict[str, str] = Field(
-        description="Each dependency by name: `ok`, `timeout`, or the kind of failure."
+        description="Each dependency by name (`database`, `schema`, `broker`): `ok`, "
+        "`timeout`, `failed: <kind of error>`, or for the schema what it lacks."
     )
 
 
@@ -53,6 +59,9 @@ class Readiness:
         except TimeoutError:
             logger.warning("readiness check %s timed out after %ss", name, self.timeout)
             return "timeout"
+        except NotReady as exc:
+            logger.warning("readiness check %s: %s", name, exc)
+            return str(exc)
         except Exception as exc:
             logger.warning("readiness check %s failed", name, exc_info=exc)
             return f"failed: {exc.__class__.__name__}"
@@ -84,7 +93,8 @@ async def live() -> Health:
     responses={503: {"model": ReadinessReport, "description": "A dependency failed."}},
 )
 async def ready(connection: HTTPConnection) -> ReadinessReport | JSONResponse:
-    """Readiness: every dependency (database, broker) answers within the timeout."""
+    """Readiness: the database answers and has every migration of this code, and the
+    broker delivers a round trip, each within the timeout."""
     readiness = cast(Readiness, connection.app.state.readiness)
     report = await readiness.report()
     if report.status != "ready":

@@ -16,22 +16,36 @@ from typing import Any
 
 from townsquare.platform.context import get_user_id
 from townsquare.platform.middleware.request_id import get_request_id
+from townsquare.platform.tracing import current_ids
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is a field.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "user_id", "taskName", "color_message"}
+    | {
+        "message",
+        "asctime",
+        "request_id",
+        "user_id",
+        "trace_id",
+        "span_id",
+        "taskName",
+        "color_message",
+    }
 )
 
 
 class ContextFilter(logging.Filter):
-    """Stamp each record with the current request id and user id (None outside a request)."""
+    """Stamp each record with the current request id and user id (None outside a
+    request), and the current trace and span ids while tracing."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
             record.request_id = get_request_id()
         if getattr(record, "user_id", None) is None:
             record.user_id = get_user_id()
+        if getattr(record, "trace_id", None) is None:
+            ids = current_ids()
+            record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
@@ -54,6 +68,25 @@ class RedactQueryStrings(logging.Filter):
 
 def _is_target(value: object) -> bool:
     return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+# Set on an exception once its trace is in the log (see `mark_logged`).
+_LOGGED_MARK = "_townsquare_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Note that `exc` is in the log with its trace. The error handler logs an unhandled
+    error with the request's method and path, then Starlette raises it on to the server,
+    which logs it again: `LoggedOnceFilter` drops that second copy."""
+    setattr(exc, _LOGGED_MARK, True)
+
+
+class LoggedOnceFilter(logging.Filter):
+    """Drop a record whose exception was already logged (`mark_logged`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not getattr(exc, _LOGGED_MARK, False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,6 +116,11 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None),
             "user_id": getattr(record, "user_id", None),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:
+            # Only while tracing: the ids of the span the line was logged in.
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", None)
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
@@ -101,7 +139,7 @@ def logging_config(level: str) -> dict[str, Any]:
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "json",
-        "filters": ["redact", "context"],
+        "filters": ["redact", "context", "logged_once"],
         "stream": "ext://sys.stderr",
     }
     return {
@@ -110,6 +148,7 @@ def logging_config(level: str) -> dict[str, Any]:
         "filters": {
             "context": {"()": ContextFilter},
             "redact": {"()": RedactQueryStrings},
+            "logged_once": {"()": LoggedOnceFilter},
         },
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
@@ -119,6 +158,10 @@ def logging_config(level: str) -> dict[str, Any]:
             # template, the user and the duration, and never logs a query string).
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
             "gunicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            # Alembic announces each of its plugins at INFO whenever it first looks at
+            # a database (the schema check at start); the migrations themselves are
+            # logged by alembic.runtime.migration.
+            "alembic.runtime.plugins": {"handlers": [], "propagate": True, "level": "WARNING"},
             "uvicorn": {"handlers": [], "propagate": True, "level": level},
             # The handshake lines are logged here; redacted before any handler sees them.
             "uvicorn.error": {

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,3 +38,36 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to `revision` on a connection of the running engine."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade_on, engine.url.render_as_string(False), revision)
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+def code_heads() -> frozenset[str]:
+    """The revisions this code's migrations end at."""
+    return frozenset(_script().get_heads())
+
+
+def _database_heads(connection: Connection) -> frozenset[str]:
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+async def schema_lag(engine: AsyncEngine) -> str | None:
+    """What the database lacks of the code's migrations, or None when it has them all.
+
+    A database at a revision this code does not know was migrated by newer code (a
+    rolling deployment): that is not a lag, the older code runs on it.
+    """
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_database_heads)
+    wanted = code_heads()
+    if current == wanted:
+        return None
+    if not current:
+        return f"not migrated (the code needs {', '.join(sorted(wanted))})"
+    known = {revision.revision for revision in _script().walk_revisions()}
+    if not current <= known:
+        return None
+    return f"behind: at {', '.join(sorted(current))}, the code needs {', '.join(sorted(wanted))}"

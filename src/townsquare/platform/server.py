@@ -15,46 +15,42 @@ from uvicorn_worker import UvicornWorker
 
 from townsquare.config import Settings
 from townsquare.platform.http_protocol import HttpProtocol
-from townsquare.platform.shutdown import Drain
+from townsquare.platform.shutdown import Drain, ShutdownBudget
 
-# Of the graceful timeout, the share the drain callbacks may use; the rest is for
-# in-flight requests, the lifespan shutdown and the exit.
-DRAIN_SHARE = 0.3
-# uvicorn must be done before gunicorn's graceful timeout kills the worker.
-EXIT_MARGIN_SECONDS = 2.0
 # How long a closing connection may go on sending before it is cut (http_protocol.py).
 LINGER_SECONDS = 5.0
 
 
-def _find_drain(app: Any) -> Drain | None:
-    """The `Drain` of the app, looked up through the middleware uvicorn wraps it in."""
-    seen = 0
-    while app is not None and seen < 20:
-        state = getattr(app, "state", None)
-        drain = getattr(state, "drain", None)
-        if isinstance(drain, Drain):
-            return drain
-        app = getattr(app, "app", None)
-        seen += 1
-    return None
-
-
 class DrainingServer(Server):
-    """A uvicorn server that drains the app before closing its connections."""
+    """A uvicorn server that drains the app before closing its connections.
 
-    def __init__(self, config: Config, *, graceful_timeout: float) -> None:
+    This overrides `Server.shutdown`, and relies on uvicorn closing connections there
+    (after its listening servers, `self.servers`) and running the lifespan shutdown
+    after: uvicorn has no public hook before it closes WebSockets. The uvicorn versions
+    are bounded in pyproject.toml, and `tests/platform/test_shutdown.py` fails when an
+    upgrade moves what this relies on.
+    """
+
+    def __init__(self, config: Config, *, drain: Drain | None, graceful_timeout: float) -> None:
         super().__init__(config)
-        self.graceful_timeout = graceful_timeout
+        self.drain = drain
+        self.budget = ShutdownBudget.of(graceful_timeout)
+        config.timeout_graceful_shutdown = self.budget.requests
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting first (uvicorn does it again below; closing twice is harmless).
         # The sockets themselves are left to uvicorn and gunicorn to close.
         for server in self.servers:
             server.close()
-        drain = _find_drain(self.config.loaded_app)
-        if drain is not None:
-            await drain.run(within=self.graceful_timeout * DRAIN_SHARE)
+        if self.drain is not None:
+            await self.drain.run(within=self.budget.drain)
         await super().shutdown(sockets)
+
+
+def app_drain(app: object) -> Drain | None:
+    """The app's `Drain` (`app.state.drain`), if it has one."""
+    drain = getattr(getattr(app, "state", None), "drain", None)
+    return drain if isinstance(drain, Drain) else None
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -80,13 +76,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         "http": HttpProtocol.configured(
             header_timeout=settings.http_header_timeout_seconds, linger=LINGER_SECONDS
         ),
-        "timeout_graceful_shutdown": uvicorn_timeout(settings.graceful_timeout),
     }
-
-
-def uvicorn_timeout(graceful_timeout: float) -> int:
-    """How long uvicorn waits for in-flight work, leaving room to exit in time."""
-    return max(1, int(graceful_timeout - EXIT_MARGIN_SECONDS))
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]  # the package ships no types
@@ -102,12 +92,15 @@ class Worker(UvicornWorker):  # type: ignore[misc]  # the package ships no types
         # The master validated these settings before forking (gunicorn.conf.py).
         for name, value in connection_options(Settings()).items():
             setattr(self.config, name, value)
-        self.config.timeout_graceful_shutdown = uvicorn_timeout(self.cfg.graceful_timeout)
 
+    # uvicorn-worker's own `_serve`, with `DrainingServer` for uvicorn's `Server`
+    # (pinned: tests/platform/test_shutdown.py compares it with the installed one).
     async def _serve(self) -> None:
         app: ASGIApp = self.wsgi
         self.config.app = app
-        server = DrainingServer(config=self.config, graceful_timeout=self.cfg.graceful_timeout)
+        server = DrainingServer(
+            config=self.config, drain=app_drain(app), graceful_timeout=self.cfg.graceful_timeout
+        )
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:

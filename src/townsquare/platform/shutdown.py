@@ -4,6 +4,10 @@ uvicorn closes open WebSockets itself (code 1012, no message) as soon as it star
 shut down, before the lifespan's shutdown runs; a lifespan hook is too late to tell a
 client `bye`. So the server (`townsquare.platform.server`) stops accepting, then awaits
 `Drain.run()`, and only then lets uvicorn close connections and run the lifespan.
+
+One budget, `ShutdownBudget.of(GRACEFUL_TIMEOUT)`, splits the graceful timeout between
+the phases: the drain (its callbacks are handed their share), then the in-flight
+requests, then a margin to exit before gunicorn kills the worker.
 """
 
 from __future__ import annotations
@@ -11,10 +15,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-DrainCallback = Callable[[], Awaitable[None]]
+# A callback gets the seconds it may take, and should return within them.
+DrainCallback = Callable[[float], Awaitable[None]]
+
+# Of the graceful timeout, the share of the drain callbacks.
+DRAIN_SHARE = 0.3
+# Left at the end to run the lifespan shutdown and exit.
+EXIT_MARGIN_SECONDS = 2.0
+# Callbacks are told a little less than the drain's share, so their own timeouts end
+# them before the drain has to cancel them.
+_CALLBACK_SLACK = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownBudget:
+    """How a graceful timeout is spent: `drain` seconds for the drain callbacks, then
+    up to `requests` seconds (uvicorn's timeout_graceful_shutdown, whole seconds) for
+    in-flight requests; what is left is the exit margin."""
+
+    drain: float
+    requests: int
+
+    @classmethod
+    def of(cls, graceful_timeout: float) -> ShutdownBudget:
+        drain = graceful_timeout * DRAIN_SHARE
+        return cls(drain, max(1, int(graceful_timeout - drain - EXIT_MARGIN_SECONDS)))
 
 
 class Drain:
@@ -22,7 +51,8 @@ class Drain:
         self.callbacks: list[DrainCallback] = []
 
     def register(self, callback: DrainCallback) -> None:
-        """Run `callback` on SIGTERM, e.g. a connection manager's "say bye, close 1012"."""
+        """Run `callback(within)` on SIGTERM, e.g. a connection manager's "say bye,
+        close 1012, wait for the clients up to `within` seconds"."""
         self.callbacks.append(callback)
 
     async def run(self, within: float) -> None:
@@ -30,7 +60,8 @@ class Drain:
         if not self.callbacks:
             return
         logger.info("draining: %d callback(s)", len(self.callbacks))
-        tasks = [asyncio.ensure_future(callback()) for callback in self.callbacks]
+        share = within * _CALLBACK_SLACK
+        tasks = [asyncio.ensure_future(callback(share)) for callback in self.callbacks]
         done, pending = await asyncio.wait(tasks, timeout=within)
         for task in pending:
             task.cancel()

@@ -23,6 +23,7 @@ from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from townsquare.platform.errors import AppError
+from townsquare.platform.tracing import traced_frame
 from townsquare.rooms.account import Account
 from townsquare.rooms.errors import (
     ClientGone,
@@ -210,6 +211,7 @@ class Connection:
                 CloseCode.POLICY_VIOLATION, "message rate exceeded", ErrorCode.RATE_LIMITED
             )
 
+    @traced_frame  # a span per frame while tracing is on (platform/tracing.py)
     async def _handle(self, frame: ClientFrame) -> None:
         match frame:
             case PingFrame():

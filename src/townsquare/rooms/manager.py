@@ -28,8 +28,9 @@ from townsquare.auth.tokens import AccessClaims, TokenCodec
 from townsquare.config import Settings
 from townsquare.platform.broker.envelope import Envelope
 from townsquare.platform.broker.hub import Hub
+from townsquare.platform.database import UNAVAILABLE as DATABASE_UNAVAILABLE
 from townsquare.platform.database import Database
-from townsquare.platform.errors import AppError
+from townsquare.platform.errors import AppError, DatabaseBusy, DatabaseUnavailable
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.presence import Entry, Online, PresenceStore, PresenceUnavailable
 from townsquare.rooms import history
@@ -65,6 +66,8 @@ ONLINE_LIST_LIMIT = 100
 FEED_LINGER_SECONDS = 10.0
 HOUSEKEEPING_TICK = 1.0
 MAX_TOKEN_LENGTH = 4096
+# What a handshake meets when the database cannot serve it now (closed 1013).
+_BUSY: tuple[type[Exception], ...] = (DatabaseBusy, DatabaseUnavailable, *DATABASE_UNAVAILABLE)
 
 
 def room_channel(room: str) -> str:
@@ -147,6 +150,9 @@ class ConnectionManager:
                 raise InvalidToken()
             claims = self.tokens.decode_access(token)
             principal = await self.principals.principal(claims)
+        except _BUSY as exc:
+            # A pool timeout or the database down: the client retries later (1013).
+            raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "server busy, retry shortly") from exc
         except AppError as exc:
             raise CloseConnection(
                 CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN

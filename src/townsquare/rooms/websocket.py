@@ -89,6 +89,11 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
             return
         except ClientGone:
             return
+        except Exception:
+            # Logged once here (with the request id), and the client still gets a close.
+            logger.exception("websocket handshake failed")
+            await _close(websocket, CloseConnection(CloseCode.INTERNAL_ERROR, "internal error"))
+            return
         if pending:
             admission.authenticated(ip)
             pending = False

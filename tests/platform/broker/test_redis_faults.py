@@ -219,3 +219,29 @@ def _listeners_running() -> list[asyncio.Task[object]]:
         for task in asyncio.all_tasks()
         if task.get_name() == "redis-broker-listener" and not task.done()
     ]
+
+
+async def test_probe_after_redis_returns_reconnects_at_once_despite_a_long_backoff(
+    server: RedisServer,
+) -> None:
+    # Started while Redis is down, as a restarted instance during an outage is: its
+    # listener fails and then waits out a backoff of 5 to 10 s here (a long outage
+    # grows it to BROKER_BACKOFF_MAX_SECONDS).
+    backend = RedisBackend(
+        server.url,
+        prefix=random_prefix(),
+        timeout=0.5,
+        backoff_initial=10.0,
+        backoff_max=10.0,
+        keepalive=0.5,
+    )
+    await backend.connect()
+    try:
+        assert not backend.is_healthy()
+        assert not await backend.probe(within=1.0)  # still down: one attempt, refused
+        await server.start()
+        # The first probe after Redis is back wakes the listener out of its backoff.
+        assert await backend.probe(within=3.0)
+        assert backend.is_healthy()
+    finally:
+        await backend.disconnect()

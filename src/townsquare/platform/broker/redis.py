@@ -98,6 +98,9 @@ class RedisBackend:
         self._broken = False
         self._closed = False
         self._attempt = 0
+        # Readiness probes cut the reconnect backoff short (see `probe`).
+        self._wake = asyncio.Event()
+        self._attempt_waiters: list[asyncio.Future[None]] = []
         self.dropped = 0
         self.reconnects = 0
 
@@ -229,14 +232,19 @@ class RedisBackend:
 
     async def probe(self, within: float) -> bool:
         """Publish a token on this process's probe channel and wait for the listener
-        to read it back: proves Redis, the subscription and the listener all work."""
-        if not self.is_healthy():
-            return False
+        to read it back: proves Redis, the subscription and the listener all work.
+
+        While disconnected, a probe first makes the listener try to reconnect now
+        rather than at the end of its backoff (which grows to `backoff_max` during a
+        long outage), and waits for that one attempt: so the first probe after Redis
+        is back finds it, instead of one up to `backoff_max` seconds later."""
         token = uuid.uuid4().hex.encode()
         arrived = asyncio.get_running_loop().create_future()
         self._probes[token] = arrived
         try:
             async with asyncio.timeout(within):
+                if not self.is_healthy() and not await self._reconnect_now():
+                    return False
                 receivers = await self._publish(self._probe_channel, token)
                 if receivers == 0:  # nobody subscribed: the listener is not there
                     return False
@@ -246,6 +254,23 @@ class RedisBackend:
         finally:
             self._probes.pop(token, None)
         return True
+
+    async def _reconnect_now(self) -> bool:
+        """Wake the listener from its backoff and wait for its next connection attempt;
+        whether the backend is healthy after it. Attempts stay one at a time."""
+        if self._listener is None or self._listener.done():
+            return False
+        attempted = asyncio.get_running_loop().create_future()
+        self._attempt_waiters.append(attempted)
+        self._wake.set()
+        await attempted
+        return self.is_healthy()
+
+    def _attempt_ended(self) -> None:
+        waiters, self._attempt_waiters = self._attempt_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- internals ------------------------------------------------------------------
 
@@ -289,9 +314,13 @@ class RedisBackend:
                 logger.exception("Redis broker listener failed; reconnecting")
             if self._stopped():
                 return
+            self._attempt_ended()
             delay = self._backoff.delay(self._attempt)
             self._attempt += 1
-            await asyncio.sleep(delay)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()  # a readiness probe: try again now
 
     async def _session(self, subscriber: Redis) -> None:
         """One connection's life: connect, subscribe everything, read until it breaks."""
@@ -374,6 +403,7 @@ class RedisBackend:
         self._connected_once.set()
         self._healthy = True
         self._attempt = 0
+        self._attempt_ended()
 
     def _enqueue(self, event: Event) -> None:
         if self._events.full():
