@@ -104,8 +104,10 @@ async def test_compose_default_topology_delivers_every_message_once_in_seq_order
         "DATABASE_URL": fresh_database_url,
         "REDIS_URL": shared_redis_url,
         "BROKER_CHANNEL_PREFIX": random_prefix(),
-        # The test signs up every member from one address, far past the signup limit.
+        # The test signs up every member from one address, far past the signup limit,
+        # and its WebSocket senders send 50 frames at once, past a person's frame rate.
         "RATE_LIMIT_ENABLED": "false",
+        "WS_MESSAGES_PER_SECOND": "5000",
     }
     assert env["ENV"] == "production"
     workers = int(env["WEB_CONCURRENCY"])
