@@ -14,12 +14,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.auth.account_router import router as account_router
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
+from townsquare.jobs import JobContext, register_jobs
 from townsquare.platform import migrations
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
@@ -27,6 +29,8 @@ from townsquare.platform.database import create_database
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import Readiness
 from townsquare.platform.health import router as health_router
+from townsquare.platform.jobs import Jobs
+from townsquare.platform.mail import create_mailer
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
@@ -96,6 +100,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revocations=app.state.revocations,
         )
         await rooms.start()
+        register_jobs(
+            jobs,
+            JobContext(
+                settings=settings,
+                database=database,
+                mailer=create_mailer(
+                    settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                    sender=settings.mail_from,
+                    timeout=settings.smtp_timeout_seconds,
+                ),
+                jobs=jobs,
+            ),
+        )
+        # With Redis this only connects the producer side (`townsquare worker` runs
+        # the jobs); without, jobs and the periodic purge run in this process.
+        await jobs.start()
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
@@ -110,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with metrics.sampling():
                 yield
         finally:
+            await jobs.stop(grace=settings.graceful_timeout / 3)
             await rooms.shutdown()
             await hub.stop()
             await presence.aclose()
@@ -143,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
     drain = app.state.drain = Drain()
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
+    jobs = app.state.jobs = create_jobs(settings, metrics)
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
     )
@@ -157,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             per_route={
                 ("POST", "/auth/token"): settings.rate_limit_login,
                 ("POST", "/users"): settings.rate_limit_signup,
+                ("POST", "/auth/password-reset"): settings.rate_limit_password_reset,
             },
             identify_user=_user_from_bearer(app.state.tokens),
             exempt_paths={"/health", "/live", "/ready", "/metrics"},
@@ -181,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
+    app.include_router(account_router)
     app.include_router(users_router)
     app.add_api_route(
         "/",
@@ -195,6 +219,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs:
         app.include_router(asyncapi.router)
     return app
+
+
+def create_jobs(settings: Settings, metrics: Metrics) -> Jobs:
+    return Jobs(
+        redis_url=settings.redis_url,
+        prefix=settings.broker_channel_prefix,
+        registry=metrics.registry,
+        max_attempts=settings.job_max_attempts,
+        retry_delay=settings.job_retry_delay_seconds,
+        retry_max_delay=settings.job_retry_max_delay_seconds,
+        timeout=settings.job_timeout_seconds,
+        claim_after=settings.job_claim_after_seconds,
+        concurrency=settings.job_concurrency,
+    )
 
 
 def _user_from_bearer(codec: TokenCodec) -> Callable[[Scope], str | None]:

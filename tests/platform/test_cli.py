@@ -39,7 +39,7 @@ def test_serve_in_production_with_weak_secret_exits_nonzero_with_clear_message(
 
 
 def test_check_config_with_strong_secret_in_production_succeeds(tmp_path: Path) -> None:
-    env = {"ENV": "production", "SECRET_KEY": "x" * 48}
+    env = {"ENV": "production", "SECRET_KEY": "x" * 48, "SMTP_URL": "smtp://mail.example:587"}
     result = run_cli("check-config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "configuration valid (ENV=production)" in result.stdout
@@ -49,3 +49,11 @@ def test_check_config_with_bad_rate_limit_names_the_variable(tmp_path: Path) -> 
     result = run_cli("check-config", env={"RATE_LIMIT_LOGIN": "lots"}, cwd=tmp_path)
     assert result.returncode == 2
     assert "RATE_LIMIT_LOGIN" in result.stderr
+
+
+def test_check_config_in_production_without_smtp_url_names_it(tmp_path: Path) -> None:
+    result = run_cli(
+        "check-config", env={"ENV": "production", "SECRET_KEY": "x" * 48}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "SMTP_URL must be set when ENV=production" in result.stderr

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from townsquare.users.schemas import Email, Password
 
 
 class TokenPair(BaseModel):
@@ -20,3 +22,27 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(
         min_length=1, max_length=256, description="The refresh token last issued."
     )
+
+
+AccountTokenField = Annotated[
+    str, Field(min_length=1, max_length=128, description="The token from the mailed link.")
+]
+
+
+class EmailVerification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: AccountTokenField
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: AccountTokenField
+    new_password: Password

@@ -11,6 +11,8 @@ from starlette.requests import HTTPConnection
 
 from townsquare.config import Settings
 from townsquare.platform.database import Database
+from townsquare.platform.jobs import Jobs
+from townsquare.platform.ratelimit import RateLimiter
 
 
 def get_settings(connection: HTTPConnection) -> Settings:
@@ -19,6 +21,14 @@ def get_settings(connection: HTTPConnection) -> Settings:
 
 def get_database(connection: HTTPConnection) -> Database:
     return cast(Database, connection.app.state.database)
+
+
+def get_jobs(connection: HTTPConnection) -> Jobs:
+    return cast(Jobs, connection.app.state.jobs)
+
+
+def get_rate_limiter(connection: HTTPConnection) -> RateLimiter:
+    return cast(RateLimiter, connection.app.state.rate_limiter)
 
 
 async def get_session(
@@ -30,3 +40,5 @@ async def get_session(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

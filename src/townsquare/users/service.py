@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound
-from townsquare.users.models import User
+from townsquare.users.models import PERSON, User
 
 
 async def get_user(session: AsyncSession, user_id: int) -> User:
@@ -25,7 +25,9 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
 
 
 async def list_users(session: AsyncSession, *, skip: int, limit: int) -> Sequence[User]:
-    result = await session.execute(select(User).order_by(User.id).offset(skip).limit(limit))
+    # Service accounts (API keys) author messages but are not people to list.
+    query = select(User).where(User.kind == PERSON).order_by(User.id).offset(skip).limit(limit)
+    result = await session.execute(query)
     return result.scalars().all()
 
 
@@ -60,6 +62,8 @@ async def update_user(
         if await get_user_by_email(session, email) is not None:
             raise EmailAlreadyRegistered()
         user.email = email
+        # A new address is unverified until its owner follows the link mailed to it.
+        user.email_verified_at = None
     if password_hash is not None:
         user.password_hash = password_hash
     try:
