@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.api_keys.router import router as api_keys_router
 from townsquare.auth.account_router import router as account_router
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
@@ -206,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(account_router)
     app.include_router(users_router)
+    app.include_router(api_keys_router)
     app.add_api_route(
         "/",
         _web_index,

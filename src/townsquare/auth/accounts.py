@@ -113,15 +113,21 @@ async def verify_email(session: AsyncSession, *, token: str) -> User:
     return user
 
 
-async def ensure_email_verified(session: AsyncSession, settings: Settings, user_id: int) -> None:
-    """With REQUIRE_VERIFIED_EMAIL, refuse an unverified account (EmailNotVerified, 403).
-    Called by every path that posts into or joins a room (REST and WebSocket)."""
+async def may_participate(session: AsyncSession, settings: Settings, user_id: int) -> bool:
+    """Whether `user_id` may post into and join rooms: always, unless
+    REQUIRE_VERIFIED_EMAIL is on and the account's email is not verified. Every path
+    that posts or joins (REST and WebSocket) asks this."""
     if not settings.require_verified_email:
-        return
+        return True
     verified_at = (
         await session.execute(select(User.email_verified_at).where(User.id == user_id))
     ).scalar_one_or_none()
-    if verified_at is None:
+    return verified_at is not None
+
+
+async def ensure_email_verified(session: AsyncSession, settings: Settings, user_id: int) -> None:
+    """`may_participate`, as a 403 (EmailNotVerified) for the REST routes."""
+    if not await may_participate(session, settings, user_id):
         raise EmailNotVerified()
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from townsquare.auth import accounts
 from townsquare.auth import service as auth_service
+from townsquare.auth.exceptions import EmailNotVerified
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.broker.hub import Mailbox, MailboxOverflow
 from townsquare.platform.errors import AppError
@@ -223,6 +225,11 @@ class Connection:
         if frame.room in self.rooms:
             await self._leave(frame.room)
         async with self.manager.database.sessions() as session:
+            if not await accounts.may_participate(session, self.settings, self.user.id):
+                self.send(
+                    error_text(ErrorCode.EMAIL_NOT_VERIFIED, EmailNotVerified.detail, frame.ref)
+                )
+                return
             try:
                 room = await rooms_service.get_visible_room(
                     session, name=frame.room, viewer=self.user
