@@ -1,4 +1,4 @@
-"""`townsquare serve | check-config | migrate | create-admin`."""
+"""`townsquare serve | worker | check-config | migrate | create-admin`."""
 
 from __future__ import annotations
 
@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: PORT)")
 
     commands.add_parser(
+        "worker",
+        help="run background jobs (mail, purges) from Redis, apart from the web processes",
+    )
+
+    commands.add_parser(
         "check-config", help="validate the environment's settings and exit (0 when valid)"
     )
 
@@ -141,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command == "worker":
+        from townsquare import worker
+
+        return worker.main(settings)
     if args.command == "check-config":
         print(f"configuration valid (ENV={settings.env.value})")
         return 0

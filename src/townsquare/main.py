@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse
@@ -165,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Async callbacks run on SIGTERM before connections close (platform/shutdown.py).
     drain = app.state.drain = Drain()
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
-    jobs = app.state.jobs = create_jobs(settings, metrics)
+    jobs = app.state.jobs = create_jobs_engine(settings, metrics.registry)
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
     )
@@ -223,11 +224,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def create_jobs(settings: Settings, metrics: Metrics) -> Jobs:
+def create_jobs_engine(settings: Settings, registry: CollectorRegistry) -> Jobs:
     return Jobs(
         redis_url=settings.redis_url,
         prefix=settings.broker_channel_prefix,
-        registry=metrics.registry,
+        registry=registry,
         max_attempts=settings.job_max_attempts,
         retry_delay=settings.job_retry_delay_seconds,
         retry_max_delay=settings.job_retry_max_delay_seconds,
