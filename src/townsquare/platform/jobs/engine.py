@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from taskiq import AckableMessage, AsyncBroker, InMemoryBroker, ScheduleSource, TaskiqScheduler
 from taskiq.cli.scheduler.run import SchedulerLoop
+from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 from taskiq.schedule_sources import LabelScheduleSource
 from taskiq.serializers import JSONSerializer
@@ -119,6 +120,7 @@ class Jobs:
         concurrency: int,
     ) -> None:
         self.durable = is_durable(redis_url)
+        self.registry = registry
         self.metrics = JobMetrics(registry)
         self.timeout = timeout
         self.concurrency = concurrency
@@ -198,8 +200,9 @@ class Jobs:
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                 await task.kiq(*args, **kwargs)
-        except (RedisError, OSError, TimeoutError) as exc:
-            logger.error("could not enqueue job %s: %s", name, exc.__class__.__name__)
+        except (SendTaskError, RedisError, OSError, TimeoutError) as exc:
+            cause = exc.__cause__ or exc
+            logger.error("could not enqueue job %s: %s", name, cause.__class__.__name__)
             raise JobsUnavailable() from exc
 
     # -- in the web process ----------------------------------------------------------------
