@@ -4,6 +4,13 @@ Everything comes from the same environment variables as the app (config.py): HOS
 PORT, WEB_CONCURRENCY, WORKER_TIMEOUT, GRACEFUL_TIMEOUT, WORKER_CAPACITY, LOG_LEVEL.
 An invalid configuration (a weak SECRET_KEY in production, say) stops the master
 here, with a clear message and exit status 2, before any worker starts.
+
+gunicorn serves HTTP and WebSockets only. Background jobs (mail, purges) run in
+`townsquare worker` processes beside it when REDIS_URL is set (compose.yaml's
+`worker` service), or inside these workers when it is not:
+
+    gunicorn -c gunicorn.conf.py      # web
+    townsquare worker                 # jobs (one or more, anywhere that reaches Redis)
 """
 
 from __future__ import annotations
