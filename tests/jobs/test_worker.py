@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ from tests.support import databases
 from tests.support.brokers import eventually, random_prefix, require_shared_redis
 from tests.support.server import ServerProcess, free_port, run_server
 from tests.support.smtp import MailServer, token_in
+from tests.support.worker import worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -73,30 +73,6 @@ async def env(database_url: str, mail_server: MailServer) -> dict[str, str]:
 def web(env: dict[str, str], tmp_path: Path) -> Iterator[ServerProcess]:
     with run_server(env, tmp_path / "web.log") as server:
         yield server
-
-
-@contextmanager
-def worker(
-    env: dict[str, str], log: Path, metrics_port: int = 0
-) -> Iterator[subprocess.Popen[bytes]]:
-    full_env = {**os.environ, **env, "WORKER_METRICS_PORT": str(metrics_port)}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "townsquare.cli", "worker"],
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 async def _signup(http: httpx.AsyncClient, email: str) -> None:
