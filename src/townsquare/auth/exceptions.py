@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from townsquare.platform.errors import AppError, Conflict, Forbidden, Unauthorized
+from townsquare.platform.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
 
 
 class InvalidToken(Unauthorized):
@@ -51,3 +51,7 @@ class TooManyMails(AppError):
 
 class ApiKeyNotAccepted(InvalidToken):
     detail = "API keys are accepted only by POST /rooms/{name}/messages"
+
+
+class SessionNotFound(NotFound):
+    detail = "Session not found"

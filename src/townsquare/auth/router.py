@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from townsquare.auth import service as auth_service
+from townsquare.auth.client import Client
 from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
@@ -31,12 +32,13 @@ async def issue_token(
     session: SessionDep,
     passwords: Passwords,
     codec: Tokens,
+    client: Client,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email."""
     user = await auth_service.authenticate(
         session, passwords, email=form.username, password=form.password
     )
-    return await auth_service.login(session, codec, user=user)
+    return await auth_service.login(session, codec, user=user, client=client)
 
 
 @router.post(
@@ -44,10 +46,14 @@ async def issue_token(
     response_model=TokenPair,
     responses=responses(InvalidRefreshToken, RefreshTokenReused),
 )
-async def refresh_token(body: RefreshRequest, session: SessionDep, codec: Tokens) -> TokenPair:
+async def refresh_token(
+    body: RefreshRequest, session: SessionDep, codec: Tokens, client: Client
+) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one revokes every token of its login."""
-    return await auth_service.refresh(session, codec, refresh_token=body.refresh_token)
+    return await auth_service.refresh(
+        session, codec, refresh_token=body.refresh_token, client=client
+    )
 
 
 @router.post(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,3 +47,17 @@ class PasswordResetConfirm(BaseModel):
 
     token: AccountTokenField
     new_password: Password
+
+
+class SessionRead(BaseModel):
+    """One login of the caller."""
+
+    id: str = Field(description="The session's id (for DELETE /auth/sessions/{id}).")
+    created_at: datetime = Field(description="When the login happened (UTC).")
+    last_used_at: datetime = Field(
+        description="The latest login or token refresh of this session (UTC)."
+    )
+    expires_at: datetime = Field(description="When it ends unless refreshed again (UTC).")
+    user_agent: str | None = Field(description="The client's User-Agent at its last use.")
+    client_ip: str | None = Field(description="The client's address at its last use.")
+    current: bool = Field(description="Whether this request was made with this session.")

@@ -8,6 +8,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from townsquare.auth import sessions
+from townsquare.auth.client import ClientInfo
 from townsquare.auth.exceptions import (
     InactiveUser,
     InvalidCredentials,
@@ -48,7 +50,13 @@ async def authenticate(
 
 
 async def _issue_pair(
-    session: AsyncSession, codec: TokenCodec, *, user: User, family_id: str, now: datetime
+    session: AsyncSession,
+    codec: TokenCodec,
+    *,
+    user: User,
+    family_id: str,
+    now: datetime,
+    client: ClientInfo | None = None,
 ) -> TokenPair:
     refresh_token = new_refresh_token()
     session.add(
@@ -60,6 +68,14 @@ async def _issue_pair(
             expires_at=now + codec.refresh_ttl,
         )
     )
+    await sessions.record_use(
+        session,
+        user_id=user.id,
+        session_id=family_id,
+        now=now,
+        expires_at=now + codec.refresh_ttl,
+        client=client,
+    )
     await session.commit()
     return TokenPair(
         access_token=codec.encode_access(
@@ -70,8 +86,12 @@ async def _issue_pair(
     )
 
 
-async def login(session: AsyncSession, codec: TokenCodec, *, user: User) -> TokenPair:
-    return await _issue_pair(session, codec, user=user, family_id=uuid.uuid4().hex, now=utcnow())
+async def login(
+    session: AsyncSession, codec: TokenCodec, *, user: User, client: ClientInfo | None = None
+) -> TokenPair:
+    return await _issue_pair(
+        session, codec, user=user, family_id=uuid.uuid4().hex, now=utcnow(), client=client
+    )
 
 
 async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
@@ -80,10 +100,17 @@ async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    await sessions.mark_ended(session, now=now, session_id=family_id)
     await session.commit()
 
 
-async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: str) -> TokenPair:
+async def refresh(
+    session: AsyncSession,
+    codec: TokenCodec,
+    *,
+    refresh_token: str,
+    client: ClientInfo | None = None,
+) -> TokenPair:
     now = utcnow()
     token_hash = hash_refresh_token(refresh_token)
     row = (
@@ -119,7 +146,7 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     if user is None or not user.is_active:
         await session.commit()
         raise InvalidToken()
-    return await _issue_pair(session, codec, user=user, family_id=family_id, now=now)
+    return await _issue_pair(session, codec, user=user, family_id=family_id, now=now, client=client)
 
 
 async def logout(session: AsyncSession, *, refresh_token: str) -> None:
@@ -137,11 +164,13 @@ async def end_all_sessions(session: AsyncSession, user: User) -> None:
     """Invalidate every access and refresh token of `user`, within the caller's
     transaction (the caller commits)."""
     user.token_version += 1
+    now = utcnow()
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
     )
+    await sessions.mark_ended(session, now=now, user_id=user.id)
 
 
 async def user_for_access_token(session: AsyncSession, codec: TokenCodec, token: str) -> User:
