@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -147,3 +149,91 @@ async def test_enqueue_with_redis_down_raises_jobs_unavailable() -> None:
             await engine.enqueue("test.noop")
     finally:
         await engine.stop()
+
+
+async def test_worker_start_forgets_consumers_of_gone_workers_without_jobs() -> None:
+    from redis.asyncio import Redis
+
+    url = await require_shared_redis()
+    prefix = random_prefix()
+    engine = Jobs(
+        redis_url=url,
+        prefix=prefix,
+        registry=CollectorRegistry(),
+        max_attempts=3,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+        timeout=0.05,
+        claim_after=0.1,
+        concurrency=1,
+    )
+    stream, group = f"{prefix}jobs", f"{prefix}jobs:workers"
+    redis = Redis.from_url(url)
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        await redis.xgroup_createconsumer(stream, group, "gone-worker")
+        await asyncio.sleep(0.2)  # idle longer than claim_after
+        stop = asyncio.Event()
+        worker = asyncio.create_task(engine.run_worker(stop, grace=1.0))
+        assert await eventually(lambda: _consumer_names(redis, stream, group), within=10)
+        stop.set()
+        await asyncio.wait_for(worker, 10)
+    finally:
+        await engine.stop()
+        await redis.delete(stream)
+        await redis.aclose()
+
+
+async def _consumer_names(redis: object, stream: str, group: str) -> bool:
+    from redis.asyncio import Redis
+
+    assert isinstance(redis, Redis)
+    names = {c["name"] for c in await redis.xinfo_consumers(stream, group)}
+    return b"gone-worker" not in names
+
+
+async def test_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
+    from tests.support.brokers import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary")
+    server = RedisServer(tmp_path)
+    await server.start()
+    engine = Jobs(
+        redis_url=server.url,
+        prefix=random_prefix(),
+        registry=CollectorRegistry(),
+        max_attempts=3,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+        timeout=2.0,
+        claim_after=5.0,
+        concurrency=2,
+    )
+    ran = asyncio.Event()
+
+    async def job() -> None:
+        ran.set()
+
+    engine.register("test.after-restart", job)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(engine.run_worker(stop, grace=1.0))
+    try:
+        await asyncio.sleep(0.5)  # listening
+        await server.stop()  # SIGKILL: every connection drops
+        await asyncio.sleep(0.5)
+        await server.start()
+        assert not worker.done()
+        async with asyncio.timeout(30):
+            while True:  # Redis is back (it lost the queue's consumer group with it)
+                try:
+                    await engine.enqueue("test.after-restart")
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            await ran.wait()
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 15)
+        await engine.stop()
+        await server.stop()

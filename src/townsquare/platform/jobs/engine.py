@@ -101,6 +101,18 @@ class ClaimingStreamBroker(RedisStreamBroker):
                     )
 
 
+def _redis_failure(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_redis_failure(inner) for inner in exc.exceptions)
+    return isinstance(exc, (RedisError, OSError))
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 def is_durable(redis_url: str | None) -> bool:
     return bool(redis_url) and urlsplit(redis_url or "").scheme != "memory"
 
@@ -261,6 +273,11 @@ class Jobs:
                 if not self._started:
                     await self.broker.startup()
                     self._started = True
+                    await self._forget_gone_workers()
+                else:
+                    # A Redis that restarted without persistence lost the group too.
+                    assert isinstance(self.broker, RedisStreamBroker)
+                    await self.broker._declare_consumer_group()
                 receiver = Receiver(
                     self.broker,
                     max_async_tasks=self.concurrency,
@@ -268,10 +285,26 @@ class Jobs:
                     wait_tasks_timeout=grace,
                 )
                 await receiver.listen(stop)
-            except (RedisError, OSError) as exc:
-                logger.warning("job queue unreachable (%s); retrying", exc.__class__.__name__)
+            except Exception as exc:
+                # The receiver's task group wraps what the stream raised.
+                if not _redis_failure(exc):
+                    raise
+                logger.warning("job queue unreachable (%s); retrying", _describe(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), LISTEN_RETRY_SECONDS)
+
+    async def _forget_gone_workers(self) -> None:
+        """Drop the consumer entries of workers that stopped and hold no job, so the
+        group does not grow by one entry per worker restart."""
+        assert self._redis is not None
+        assert isinstance(self.broker, RedisStreamBroker)
+        broker = self.broker
+        consumers = await self._redis.xinfo_consumers(broker.queue_name, broker.consumer_group_name)
+        for consumer in consumers:
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) > broker.idle_timeout:
+                await self._redis.xgroup_delconsumer(
+                    broker.queue_name, broker.consumer_group_name, consumer["name"]
+                )
 
     async def _lead_scheduler(self, stop: asyncio.Event) -> None:
         assert self._redis is not None
