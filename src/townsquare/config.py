@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Cap of the exponential, jittered delay between Redis reconnect attempts.",
     )
+    redis_pool_size: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Most connections to Redis per worker for presence; a caller past it "
+        "waits (up to BROKER_TIMEOUT_SECONDS) for a free one instead of failing.",
+    )
     broker_queue_size: int = Field(
         default=10_000,
         ge=1,
@@ -124,8 +131,30 @@ class Settings(BaseSettings):
     ws_messages_per_second: float = Field(
         default=20.0,
         gt=0,
-        description="Frames a WebSocket may send per second (bursts up to twice that); "
-        "over it the client gets `error`, and is closed with 1008 if it goes on.",
+        description="Frames a user may send per second over all of its WebSockets on one "
+        "worker (bursts up to twice that); over it the client gets `error`, and a socket "
+        "that goes on is closed with 1008.",
+    )
+    ws_replay_max: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="Most missed messages a `join` with `since` replays; past it nothing is "
+        "replayed, `joined.recovered` is false and the client pages the history over REST.",
+    )
+    ws_room_buffer: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description="Latest messages each room with members on a worker keeps in memory, "
+        "so a rejoin within them is replayed without a database read.",
+    )
+    ws_gap_hold_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="How long a message that arrives ahead of a missing one waits for it "
+        "(it is on its way through the broker) before the gap is read from the database.",
     )
     ws_send_queue_size: int = Field(
         default=256,

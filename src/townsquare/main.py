@@ -44,7 +44,7 @@ from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
 from townsquare.rooms import asyncapi, websocket
-from townsquare.rooms.manager import ConnectionManager, decode_event
+from townsquare.rooms.manager import ConnectionManager
 from townsquare.rooms.router import router as rooms_router
 from townsquare.users.router import router as users_router
 
@@ -87,12 +87,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backoff_max=settings.broker_backoff_max_seconds,
             queue_size=settings.broker_queue_size,
         )
-        hub = Hub(backend, decode_event, on_lag=metrics.broker_lag.observe)
+        hub = Hub(
+            backend,
+            subscribe_timeout=settings.broker_timeout_seconds,
+            on_lag=metrics.broker_lag.observe,
+        )
         await hub.start()
         presence = create_presence(
             settings.redis_url,
             prefix=settings.broker_channel_prefix,
             timeout=settings.broker_timeout_seconds,
+            max_connections=settings.redis_pool_size,
         )
         rooms = app.state.rooms = ConnectionManager(
             settings=settings,
@@ -100,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub=hub,
             presence=presence,
             revocations=app.state.revocations,
+            tokens=app.state.tokens,
+            metrics=metrics,
         )
         await rooms.start()
         register_jobs(
@@ -134,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await jobs.stop(grace=settings.graceful_timeout / 3)
             await rooms.shutdown()
+            await rooms.stop()
             await hub.stop()
             await presence.aclose()
             await rate_limiter.close()
@@ -218,7 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     app.include_router(rooms_router)
-    app.include_router(websocket.router)
+    app.router.routes.append(websocket.route)
     if docs:
         app.include_router(asyncapi.router)
     return app

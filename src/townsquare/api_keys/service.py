@@ -24,7 +24,8 @@ from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.tokens import API_KEY_PREFIX, hash_refresh_token
 from townsquare.platform.database import utcnow
 from townsquare.rooms.exceptions import RoomNotFound
-from townsquare.rooms.models import Room
+from townsquare.rooms.models import Room, RoomMember
+from townsquare.rooms.service import MEMBER
 from townsquare.users.models import SERVICE, User
 
 # A password hash no password matches (argon2 refuses it as malformed).
@@ -97,6 +98,11 @@ async def create_key(
     session.add(key)
     await session.flush()
     session.add_all(ApiKeyRoom(api_key_id=key.id, room_id=room.id) for room in rooms)
+    # Its account is a member of its rooms: the store checks a private room's
+    # membership when it stores, and the room's members list shows who posts there.
+    session.add_all(
+        RoomMember(room_id=room.id, user_id=author.id, role=MEMBER, added_at=now) for room in rooms
+    )
     await session.commit()
     return ApiKeyCreated(**_read(key, sorted(r.name for r in rooms)).model_dump(), key=secret)
 

@@ -1,4 +1,4 @@
-"""Count and time every request and WebSocket, labelled by route template."""
+"""Count and time every HTTP request, labelled by route template."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ class MetricsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
         else:
+            # WebSockets are counted by the room engine, once per second rather than
+            # once per frame, so this layer adds nothing to each delivery.
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,28 +47,3 @@ class MetricsMiddleware:
             metrics.request_duration.labels(method, route).observe(time.perf_counter() - start)
             if status >= 500:
                 metrics.server_errors.labels(method, route).inc()
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics = self.metrics
-        accepted = False
-
-        async def receive_and_count() -> Message:
-            message = await receive()
-            if message["type"] == "websocket.receive":
-                metrics.websocket_messages_in.inc()
-            return message
-
-        async def send_and_count(message: Message) -> None:
-            nonlocal accepted
-            await send(message)
-            if message["type"] == "websocket.send":
-                metrics.websocket_messages_out.inc()
-            elif message["type"] == "websocket.accept" and not accepted:
-                accepted = True
-                metrics.websockets_open.inc()
-
-        try:
-            await self.app(scope, receive_and_count, send_and_count)
-        finally:
-            if accepted:
-                metrics.websockets_open.dec()

@@ -50,6 +50,11 @@ class RequestIdMiddleware:
         set_user_id(None)
         scope.setdefault("state", {})["request_id"] = request_id
 
+        if scope["type"] == "websocket":
+            # Nothing to stamp on frames: the send is passed through untouched.
+            await self.app(scope, receive, send)
+            return
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)[HEADER] = request_id
