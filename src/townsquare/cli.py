@@ -29,6 +29,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,  # configure_logging above: JSON lines, our own access log
         access_log=False,
         proxy_headers=True,
+        # X-Forwarded-For is believed from these peers only (README, "Behind a proxy").
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         **connection_options(settings),
     )
     server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)

@@ -183,6 +183,42 @@ class Settings(BaseSettings):
     rate_limit_signup: str = Field(
         default="5/minute", description="Limit per client IP on POST /users (signup)."
     )
+    rate_limit_login_account: str = Field(
+        default="20/hour",
+        description="Sign-in attempts per account (the submitted email), from every client "
+        "address together, except addresses that signed in to that account before "
+        "(RATE_LIMIT_LOGIN_TRUST_DAYS); over it: 429 before the password is checked.",
+    )
+    rate_limit_login_trust_days: int = Field(
+        default=30,
+        ge=0,
+        description="For how long a client address that signed in to an account is exempt "
+        "from that account's throttle (0: never), so an attacker cannot lock its owner out.",
+    )
+    rate_limit_redis_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="Redis connections the rate limiter keeps per worker.",
+    )
+    rate_limit_redis_pool_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How long a request waits for a free rate-limiter Redis connection "
+        "before it is counted in process instead.",
+    )
+    rate_limit_lease_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Largest share of a limit one worker leases from Redis at once; lower is "
+        "more exact across workers, higher makes fewer Redis round trips.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses (or *) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client address rate limits key on. Only list "
+        "your own reverse proxies.",
+    )
     rate_limit_key_prefix: str = Field(
         default="townsquare:ratelimit", description="Prefix of the rate-limit keys in Redis."
     )
@@ -312,6 +348,7 @@ class Settings(BaseSettings):
         "rate_limit_default",
         "rate_limit_login",
         "rate_limit_signup",
+        "rate_limit_login_account",
         "rate_limit_password_reset",
         "verification_email_limit",
     )

@@ -21,6 +21,7 @@ from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
+from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
 from townsquare.jobs import JobContext, register_jobs
@@ -176,7 +177,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
     jobs = app.state.jobs = create_jobs_engine(settings, metrics.registry)
     rate_limiter = app.state.rate_limiter = RateLimiter(
-        redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
+        redis_url=settings.redis_url,
+        key_prefix=settings.rate_limit_key_prefix,
+        pool_size=settings.rate_limit_redis_pool_size,
+        pool_timeout=settings.rate_limit_redis_pool_timeout_seconds,
+        lease_share=settings.rate_limit_lease_share,
+    )
+    app.state.login_throttle = LoginThrottle(
+        rate_limiter,
+        limit=settings.rate_limit_login_account,
+        trust_seconds=settings.rate_limit_login_trust_days * 86400,
+        enabled=settings.rate_limit_enabled,
     )
 
     install_error_handlers(app)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from townsquare.auth import service as auth_service
@@ -16,6 +16,7 @@ from townsquare.auth.exceptions import (
     RefreshTokenReused,
 )
 from townsquare.auth.schemas import RefreshRequest, TokenPair
+from townsquare.auth.throttle import LoginThrottle, TooManyLoginAttempts
 from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import responses
 
@@ -25,19 +26,24 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, InactiveUser),
+    responses=responses(InvalidCredentials, InactiveUser, TooManyLoginAttempts),
 )
 async def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
     session: SessionDep,
     passwords: Passwords,
     codec: Tokens,
     client: Client,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email."""
+    throttle = cast(LoginThrottle, request.app.state.login_throttle)
+    client_ip = request.client.host if request.client else "unknown"
+    await throttle.attempt(form.username, client_ip)
     user = await auth_service.authenticate(
         session, passwords, email=form.username, password=form.password
     )
+    await throttle.succeeded(form.username, client_ip)
     return await auth_service.login(session, codec, user=user, client=client)
 
 

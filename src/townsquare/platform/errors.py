@@ -33,6 +33,9 @@ class AppError(Exception):
         self.message = detail or self.detail
         super().__init__(self.message)
 
+    def response_headers(self) -> Mapping[str, str]:
+        return self.headers
+
 
 class NotFound(AppError):
     status_code = 404
@@ -53,6 +56,18 @@ class Unauthorized(AppError):
 class Forbidden(AppError):
     status_code = 403
     detail = "Forbidden"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    detail = "Too many requests, retry later"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class FieldError(BaseModel):
@@ -104,7 +119,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.message, exc.headers)
+    return error_response(exc.status_code, exc.message, exc.response_headers())
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

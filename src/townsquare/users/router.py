@@ -9,6 +9,7 @@ from townsquare.auth import accounts
 from townsquare.auth import service as auth_service
 from townsquare.auth.dependencies import AdminUser, CurrentUser, Passwords, Revocations
 from townsquare.auth.exceptions import AdminRequired, InvalidToken
+from townsquare.auth.revocations import AccountChange, ChangeKind
 from townsquare.platform.dependencies import JobsDep, SessionDep, SettingsDep
 from townsquare.platform.errors import responses
 from townsquare.platform.jobs import JobsUnavailable
@@ -141,6 +142,9 @@ async def update_me(
     )
     if password_hash is not None:
         await revocations.revoked(updated.id)
+    elif body.name is not None:
+        # Open sockets show the new name from now on.
+        await revocations.announce(AccountChange(updated.id, ChangeKind.ACCOUNT_UPDATED))
     if updated.email != previous_email:
         await _send_verification(session, jobs, settings, updated)
     return UserRead.model_validate(updated)
@@ -171,4 +175,8 @@ async def admin_update_user(
     )
     if disabling:
         await revocations.revoked(updated.id)
+    elif body.is_admin is not None or body.name is not None:
+        # What its open sockets may see changed (an admin demoted leaves the private
+        # rooms it is not a member of at once, on every instance).
+        await revocations.announce(AccountChange(updated.id, ChangeKind.ACCOUNT_UPDATED))
     return UserRead.model_validate(updated)
