@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from townsquare.api_keys import service as keys_service
 from townsquare.api_keys.exceptions import ApiKeyNotFound, RoomsNotFound
@@ -35,9 +35,14 @@ async def create_api_key(
 
 
 @router.get("", response_model=list[ApiKeyRead], responses=responses(*_ADMIN))
-async def list_api_keys(admin: AdminUser, session: SessionDep) -> list[ApiKeyRead]:
-    """Admins only: every key, without its secret."""
-    return await keys_service.list_keys(session)
+async def list_api_keys(
+    admin: AdminUser,
+    session: SessionDep,
+    skip: Annotated[int, Query(ge=0, le=MAX_DB_INT, description="Keys to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="Most keys to return.")] = 100,
+) -> list[ApiKeyRead]:
+    """Admins only: the keys by id, without their secrets."""
+    return await keys_service.list_keys(session, skip=skip, limit=limit)
 
 
 @router.delete(

@@ -107,8 +107,9 @@ async def create_key(
     return ApiKeyCreated(**_read(key, sorted(r.name for r in rooms)).model_dump(), key=secret)
 
 
-async def list_keys(session: AsyncSession) -> list[ApiKeyRead]:
-    keys = (await session.execute(select(ApiKey).order_by(ApiKey.id))).scalars().all()
+async def list_keys(session: AsyncSession, *, skip: int, limit: int) -> list[ApiKeyRead]:
+    query = select(ApiKey).order_by(ApiKey.id).offset(skip).limit(limit)
+    keys = (await session.execute(query)).scalars().all()
     names = await _room_names(session, [key.id for key in keys])
     return [_read(key, names[key.id]) for key in keys]
 
