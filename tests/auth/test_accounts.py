@@ -211,3 +211,18 @@ async def test_verify_email_with_bad_body_returns_422(
     client: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
     assert (await client.post("/auth/verify-email", json=body)).status_code == 422
+
+
+async def test_reset_mails_to_one_account_are_capped_per_hour(
+    app: FastAPI, client: httpx.AsyncClient, mail_server: MailServer, make_account: MakeAccount
+) -> None:
+    account = await make_account()
+    for _ in range(7):
+        response = await client.post("/auth/password-reset", json={"email": account.email})
+        assert response.status_code == 202
+    await app.state.jobs.idle()
+    await mail_server.wait_for(6)  # the verification mail and 5 reset mails
+    await app.state.jobs.idle()
+    assert app.state.jobs.retry.pending_timers() == 0
+    resets = [m for m in mail_server.received if m["Subject"] == "Reset your password"]
+    assert len(resets) == 5

@@ -11,7 +11,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth import mails
@@ -34,6 +34,9 @@ PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose, not a secret)
 SEND_MAIL_JOB = "mail.send"
 PASSWORD_RESET_JOB = "auth.password_reset"  # noqa: S105 (a job name)
 MAX_TOKEN_LENGTH = 128
+# Reset mails one account gets in an hour, whoever asks and from however many
+# addresses: a mailbox is not flooded through the reset form.
+RESET_MAILS_PER_HOUR = 5
 
 
 def hash_account_token(token: str) -> str:
@@ -143,6 +146,26 @@ async def request_password_reset(
     user = await users_service.get_user_by_email(session, email)
     if user is None or not user.is_active or user.kind != PERSON:
         logger.info("password reset asked for an address without an account")
+        return
+    # Lock the account's row first (a write, on SQLite the database's write lock), so
+    # concurrent requests for one account count one after the other.
+    await session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(token_version=User.token_version)
+        .execution_options(synchronize_session=False)
+    )
+    recent = await session.scalar(
+        select(func.count())
+        .select_from(AccountToken)
+        .where(
+            AccountToken.user_id == user.id,
+            AccountToken.purpose == PASSWORD_RESET,
+            AccountToken.created_at > utcnow() - timedelta(hours=1),
+        )
+    )
+    if (recent or 0) >= RESET_MAILS_PER_HOUR:
+        logger.warning("password reset for user %s not sent: hourly limit reached", user.id)
         return
     ttl = timedelta(seconds=settings.password_reset_ttl_seconds)
     token = _issue(session, user=user, purpose=PASSWORD_RESET, ttl=ttl)
