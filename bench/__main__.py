@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.25,
         help="cores of foreign CPU load above which a run is thrown away",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="write a py-spy profile (speedscope) of each townsquare run's window here",
+    )
     parser.add_argument("--retries", type=int, help="reruns of a run thrown away (2; quick: 0)")
     parser.add_argument(
         "--postgres",
@@ -102,6 +107,7 @@ async def main(args: argparse.Namespace) -> int:
         retries=args.retries if args.retries is not None else (0 if args.quick else 2),
         tracked=tracked,
         server_pids=lambda name: ctx.servers[name].pids() if ctx else [],
+        profile=args.profile,
     )
     ctx = Context(plan, bench, workers, redis, postgres, logs, server_env)
     try:

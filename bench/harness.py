@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen import worker
@@ -25,6 +27,8 @@ from bench.machine import CpuSample, CpuWatch
 
 # A load-generator process busier than this (CPU seconds per second) was the limit.
 SATURATED = 0.9
+# py-spy's time to attach to a server before a profiled window starts.
+ATTACH_SECONDS = 0.5
 # Before rerunning a run thrown away: let a passing burst of foreign load end.
 RETRY_PAUSE = 2.0
 
@@ -159,7 +163,9 @@ class Bench:
         retries: int,
         tracked: Callable[[], list[tuple[str, int]]],
         server_pids: Callable[[str], list[int]],
+        profile: Path | None = None,
     ) -> None:
+        self.profile = profile
         self.deadline = deadline
         self.foreign_limit = foreign_limit
         self.retries = retries
@@ -205,11 +211,14 @@ class Bench:
     ) -> None:
         for attempt in range(self.retries + 1):
             self.watch.start()
+            profiler = await Profiler.start(self, section, arm)
             try:
                 measured = await measure()
             except (WorkerFailed, OSError, RuntimeError, TimeoutError) as exc:
                 measured = Measured(values={}, problems=[f"failed: {exc}"[:300]])
             cpu = self.watch.stop()
+            if profiler is not None:
+                await profiler.stop()
             noisy = cpu.foreign_cores > self.foreign_limit
             if noisy and attempt < self.retries and self.remaining() > reserve:
                 section.discarded[arm] = section.discarded.get(arm, 0) + 1
@@ -234,6 +243,43 @@ class Bench:
             line = summary(section, measured, cpu, problems)
             print(f"  {section.name} {arm}: {line}{' NOISY' if noisy else ''}", flush=True)
             return
+
+
+class Profiler:
+    """py-spy on a townsquare arm's server for one measured window (`--profile`): a
+    speedscope file per run, so the profile shows the window, not the set-up."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, bench: Bench, section: Section, arm: str) -> Profiler | None:
+        if bench.profile is None or not arm.startswith("townsquare"):
+            return None
+        server = "ts-sqlite" if "SQLite" in arm else "ts-pg"
+        pids = bench.server_pids(server)
+        if not pids:
+            return None
+        bench.profile.mkdir(parents=True, exist_ok=True)
+        label = f"{section.name}-{arm}".replace(" ", "_").replace("+", "")
+        runs = len(section.runs.get(arm, []))
+        out = bench.profile / f"{label}-{runs + 1}.speedscope.json"
+        argv = ["py-spy", "record", "--pid", str(pids[0]), "--rate", "200", "--nonblocking"]
+        argv += ["--format", "speedscope", "--output", str(out)]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        await asyncio.sleep(ATTACH_SECONDS)
+        return cls(process)
+
+    async def stop(self) -> None:
+        process = self.process
+        process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def summary(section: Section, measured: Measured, cpu: CpuSample, problems: list[str]) -> str:

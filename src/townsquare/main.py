@@ -41,6 +41,7 @@ from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
+from townsquare.platform.middleware.websocket_routes import WebSocketRoutesMiddleware
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(WebSocketRoutesMiddleware, routes={"/ws": websocket.endpoint})
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health_router)

@@ -190,10 +190,11 @@ class ConnectionManager:
         )
 
     async def _publish_stored(self, room: RoomRef, messages: list[MessageRead]) -> None:
-        channel = room_channel(room.name)
-        for message in messages:
-            envelope = self.hub.envelope(history.message_text(message), seq=message.seq)
-            await self.hub.publish(channel, envelope)
+        envelopes = [
+            self.hub.envelope(history.message_text(message), seq=message.seq)
+            for message in messages
+        ]
+        await self.hub.publish_many(room_channel(room.name), envelopes)
         if self.metrics is not None:
             self.metrics.room_messages.inc(len(messages))
 

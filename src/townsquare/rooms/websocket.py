@@ -109,7 +109,10 @@ class _Endpoint:
         await websocket_endpoint(scope, receive, send)
 
 
-route = WebSocketRoute("/ws", _Endpoint(), name="ws")
+endpoint = _Endpoint()
+# Also a route, so the app's routing knows `/ws` (served ahead of the middleware by
+# `WebSocketRoutesMiddleware`).
+route = WebSocketRoute("/ws", endpoint, name="ws")
 
 
 async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[Account, float]:

@@ -48,6 +48,9 @@ class Hub:
     ) -> None:
         self.backend = backend
         self.instance_id = instance_id or uuid.uuid4().hex
+        # Our own envelopes come back from the backend: recognized by their first
+        # bytes and skipped before anything is decoded.
+        self._own = self.instance_id.encode() + b" "
         self._subscribe_timeout = subscribe_timeout
         # Told the seconds from publication (by another process) to this hub's read.
         self._on_lag = on_lag
@@ -165,6 +168,21 @@ class Hub:
         except Exception:
             logger.exception("broker publish to %s failed", channel)
 
+    async def publish_many(self, channel: str, envelopes: list[Envelope]) -> None:
+        """`publish` for a batch, in order: one backend round trip for all of them."""
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            for envelope in envelopes:
+                handler(envelope)
+        if not envelopes or not self._backend_up():
+            return
+        try:
+            await self.backend.publish_many(channel, [e.encode() for e in envelopes])
+        except BrokerUnavailable:
+            logger.warning("broker unavailable; %s delivered in this process only", channel)
+        except Exception:
+            logger.exception("broker publish to %s failed", channel)
+
     def _backend_up(self) -> bool:
         if not self.backend.is_healthy():
             # Known down (its listener lost the connection): do not make every sender
@@ -194,15 +212,13 @@ class Hub:
                 continue
             delay = _RETRY_FIRST
             handler = self._handlers.get(event.channel)
-            if handler is None:
-                continue
+            if handler is None or event.payload.startswith(self._own):
+                continue  # not ours to handle, or ours: already handed over by `publish`
             try:
                 envelope = Envelope.decode(event.payload)
             except MalformedEnvelope:
                 logger.warning("dropped a malformed broker event on %s", event.channel)
                 continue
-            if envelope.origin == self.instance_id:
-                continue  # ours: already handed over by `publish`
             if self._on_lag is not None:
                 self._on_lag(max(0.0, time.time() - envelope.published_at))
             try:
