@@ -107,3 +107,4 @@ async def test_reset_ends_every_session_token_and_socket_on_both_instances(
             assert (await _login(http_a, email, "the new password")).status_code == 200
         finally:
             await close_all(sockets)
+
