@@ -15,6 +15,7 @@ from townsquare.auth.exceptions import (
     InvalidToken,
     RefreshTokenReused,
 )
+from townsquare.auth.revocations import AccountChange, ChangeKind
 from townsquare.auth.schemas import RefreshRequest, TokenPair
 from townsquare.auth.throttle import LoginThrottle, TooManyLoginAttempts
 from townsquare.platform.dependencies import SessionDep
@@ -68,9 +69,11 @@ async def refresh_token(
     response_class=Response,
     responses=responses(InvalidRefreshToken),
 )
-async def logout(body: RefreshRequest, session: SessionDep) -> None:
-    """Revoke the refresh token and every token rotated from the same login."""
-    await auth_service.logout(session, refresh_token=body.refresh_token)
+async def logout(body: RefreshRequest, session: SessionDep, revocations: Revocations) -> None:
+    """End the login of this refresh token on every instance: every refresh token
+    rotated from it, its access tokens and its WebSockets."""
+    user_id, session_id = await auth_service.logout(session, refresh_token=body.refresh_token)
+    await revocations.announce(AccountChange(user_id, ChangeKind.SESSION_ENDED, session_id))
 
 
 @router.post(

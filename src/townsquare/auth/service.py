@@ -79,7 +79,7 @@ async def _issue_pair(
     await session.commit()
     return TokenPair(
         access_token=codec.encode_access(
-            user_id=user.id, token_version=user.token_version, now=now
+            user_id=user.id, token_version=user.token_version, now=now, session_id=family_id
         ),
         expires_in=int(codec.access_ttl.total_seconds()),
         refresh_token=refresh_token,
@@ -149,7 +149,9 @@ async def refresh(
     return await _issue_pair(session, codec, user=user, family_id=family_id, now=now, client=client)
 
 
-async def logout(session: AsyncSession, *, refresh_token: str) -> None:
+async def logout(session: AsyncSession, *, refresh_token: str) -> tuple[int, str]:
+    """End the login of `refresh_token`; its user and session id, for the caller to
+    announce (its access tokens and sockets end on every instance)."""
     row = (
         await session.execute(
             select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
@@ -157,7 +159,9 @@ async def logout(session: AsyncSession, *, refresh_token: str) -> None:
     ).scalar_one_or_none()
     if row is None:
         raise InvalidRefreshToken()
-    await _revoke_family(session, row.family_id, utcnow())
+    user_id, family_id = row.user_id, row.family_id
+    await _revoke_family(session, family_id, utcnow())
+    return user_id, family_id
 
 
 async def end_all_sessions(session: AsyncSession, user: User) -> None:
@@ -178,6 +182,18 @@ async def user_for_access_token(session: AsyncSession, codec: TokenCodec, token:
     user = await session.get(User, claims.user_id)
     if user is None or user.token_version != claims.token_version:
         raise InvalidToken()
+    if claims.session_id is not None and not await session_open(session, claims.session_id):
+        raise InvalidToken("This session has ended; log in again")
     if not user.is_active:
         raise InactiveUser()
     return user
+
+
+async def session_open(session: AsyncSession, session_id: str) -> bool:
+    """Whether login `session_id` still holds a refresh token that was not revoked."""
+    found = await session.execute(
+        select(RefreshToken.id)
+        .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
+        .limit(1)
+    )
+    return found.first() is not None

@@ -32,6 +32,9 @@ class AccessClaims:
     user_id: int
     token_version: int
     expires_at: int
+    # The login the token belongs to (`sid`: its refresh-token family id); None on
+    # tokens issued before the claim existed.
+    session_id: str | None = None
 
 
 class TokenCodec:
@@ -43,10 +46,13 @@ class TokenCodec:
         self.refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
         self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
-    def encode_access(self, *, user_id: int, token_version: int, now: datetime) -> str:
+    def encode_access(
+        self, *, user_id: int, token_version: int, now: datetime, session_id: str | None = None
+    ) -> str:
         payload = {
             "sub": str(user_id),
             "ver": token_version,
+            "sid": session_id,
             "iat": int(now.timestamp()),
             "exp": int((now + self.access_ttl).timestamp()),
             "iss": self._issuer,
@@ -86,7 +92,15 @@ class TokenCodec:
             version = payload["ver"]
             if not isinstance(version, int) or user_id < 1:
                 raise InvalidToken()
-            return AccessClaims(user_id=user_id, token_version=version, expires_at=payload["exp"])
+            session_id = payload.get("sid")
+            if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 32):
+                raise InvalidToken()
+            return AccessClaims(
+                user_id=user_id,
+                token_version=version,
+                expires_at=payload["exp"],
+                session_id=session_id,
+            )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken() from exc
 

@@ -146,8 +146,9 @@ class ConnectionManager:
                 raise InvalidToken()
             async with self.database.sessions() as session:
                 user = await auth_service.user_for_access_token(session, self.tokens, token)
-            account = Account(user.id, user.name, user.is_admin)
-            return account, float(self.tokens.decode_access(token).expires_at)
+            claims = self.tokens.decode_access(token)
+            account = Account(user.id, user.name, user.is_admin, claims.session_id)
+            return account, float(claims.expires_at)
         except AppError as exc:
             raise CloseConnection(
                 CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN

@@ -75,6 +75,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         send,
         manager,
         account=account,
+        session_id=account.session_id,
         token_expires_at=expires_at,
         throttle=manager.throttles.acquire(account.id),
     )
