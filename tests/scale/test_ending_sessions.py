@@ -1,6 +1,6 @@
-"""Forgot password across two instances: the reset is asked on one, confirmed on the
-other, and every old session of the account ends on both at once: refresh tokens,
-access tokens and open WebSockets."""
+"""Ending sessions across two instances: a password reset asked on one and confirmed
+on the other ends every old session of the account on both at once (refresh tokens,
+access tokens, open WebSockets); deleting one session ends that one only."""
 
 from __future__ import annotations
 
@@ -108,3 +108,42 @@ async def test_reset_ends_every_session_token_and_socket_on_both_instances(
         finally:
             await close_all(sockets)
 
+
+async def test_deleting_one_session_closes_its_socket_on_the_other_instance_only(
+    instances: list[ServerProcess],
+) -> None:
+    a, b = instances
+    email = "two-devices@example.com"
+    async with (
+        httpx.AsyncClient(base_url=a.base_url, timeout=WAIT) as http_a,
+        httpx.AsyncClient(base_url=b.base_url, timeout=WAIT) as http_b,
+    ):
+        created = await http_a.post(
+            "/users", json={"name": "Two", "email": email, "password": PASSWORD}
+        )
+        user_id = created.json()["id"]
+        laptop = (await _login(http_a, email, PASSWORD)).json()
+        phone = (await _login(http_b, email, PASSWORD)).json()
+        laptop_member = Member(user_id, "Two", laptop["access_token"])
+        phone_member = Member(user_id, "Two", phone["access_token"])
+        on_a = await Listener.open(a, laptop_member)
+        on_b = await Listener.open(b, phone_member)
+        try:
+            listed = await http_b.get("/auth/sessions", headers=phone_member.headers)
+            [laptop_session] = [s for s in listed.json() if not s["current"]]
+            # Ended through B; the laptop's socket lives on A.
+            deleted = await http_b.delete(
+                f"/auth/sessions/{laptop_session['id']}", headers=phone_member.headers
+            )
+            assert deleted.status_code == 204
+            assert await eventually(lambda: on_a.is_closed, within=WAIT)
+            assert on_a.close_code == 1008
+            for http in (http_a, http_b):
+                assert (await http.get("/me", headers=laptop_member.headers)).status_code == 401
+                assert (await http.get("/me", headers=phone_member.headers)).status_code == 200
+            # The phone's socket is untouched: it still answers.
+            await on_b.send(type="ping")
+            await on_b.wait_for("pong")
+            assert not on_b.is_closed
+        finally:
+            await close_all([on_a, on_b])

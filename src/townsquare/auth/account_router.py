@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
 
-from townsquare.auth import accounts
-from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from townsquare.auth import accounts, sessions
+from townsquare.auth.dependencies import (
+    CurrentUser,
+    Passwords,
+    Revocations,
+    Tokens,
+    oauth2_scheme,
+)
 from townsquare.auth.exceptions import (
     EmailAlreadyVerified,
     InvalidAccountToken,
     InvalidToken,
+    SessionNotFound,
     TooManyMails,
 )
 from townsquare.auth.revocations import AccountChange, ChangeKind
-from townsquare.auth.schemas import EmailVerification, PasswordResetConfirm, PasswordResetRequest
+from townsquare.auth.schemas import (
+    EmailVerification,
+    PasswordResetConfirm,
+    PasswordResetRequest,
+    SessionRead,
+)
 from townsquare.platform.dependencies import JobsDep, RateLimiterDep, SessionDep, SettingsDep
 from townsquare.platform.errors import responses
 from townsquare.platform.jobs import JobsUnavailable
@@ -97,3 +111,54 @@ async def confirm_password_reset(
         session, passwords, token=body.token, new_password=body.new_password
     )
     await revocations.announce(AccountChange(user.id, ChangeKind.SESSIONS_ENDED))
+
+
+async def get_current_session_id(
+    user: CurrentUser, codec: Tokens, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> str | None:
+    """The login (`sid`) of the caller's access token. `user` first: the token is valid."""
+    assert token is not None
+    return codec.decode_access(token).session_id
+
+
+CurrentSessionId = Annotated[str | None, Depends(get_current_session_id)]
+
+
+@router.get("/auth/sessions", response_model=list[SessionRead], responses=responses(InvalidToken))
+async def list_sessions(
+    user: CurrentUser, session: SessionDep, current: CurrentSessionId
+) -> list[SessionRead]:
+    """The caller's open logins, the most recently used first (at most 100): when each
+    started and was last used (login or token refresh), from which client, and which
+    one this request comes from."""
+    rows = await sessions.list_open(session, user_id=user.id)
+    return [
+        SessionRead(
+            id=row.id,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=row.expires_at,
+            user_agent=row.user_agent,
+            client_ip=row.client_ip,
+            current=row.id == current,
+        )
+        for row in rows
+    ]
+
+
+@router.delete(
+    "/auth/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(InvalidToken, SessionNotFound),
+)
+async def delete_session(
+    session_id: Annotated[str, Path(min_length=1, max_length=32, description="The session's id.")],
+    user: CurrentUser,
+    session: SessionDep,
+    revocations: Revocations,
+) -> None:
+    """End one of the caller's logins (the current one too, if named): its refresh
+    tokens at once, and its access tokens and WebSockets on every instance."""
+    await sessions.end(session, user_id=user.id, session_id=session_id)
+    await revocations.announce(AccountChange(user.id, ChangeKind.SESSION_ENDED, session_id))
