@@ -42,10 +42,35 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://user:pass@host/db.",
     )
     database_pool_size: int = Field(
-        default=10, ge=1, description="Connections kept open per worker (PostgreSQL)."
+        default=10,
+        ge=1,
+        description="PostgreSQL connections each worker keeps open. All of them together "
+        "(workers x instances x this) must stay under the server's max_connections.",
     )
     database_max_overflow: int = Field(
-        default=20, ge=0, description="Extra connections allowed under burst (PostgreSQL)."
+        default=0,
+        ge=0,
+        description="Connections a worker may open beyond DATABASE_POOL_SIZE under burst "
+        "(PostgreSQL); they are closed when returned, so a sustained load opens and closes "
+        "them over and over. 0 keeps the pool fixed.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a free database connection before it is "
+        "answered 503 with Retry-After.",
+    )
+    principal_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Signed-in logins whose account state each worker keeps in memory, so "
+        "an authenticated request needs no database read; the least recently used go first.",
+    )
+    principal_cache_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a cached login is trusted before it is read again: the bound "
+        "on a revocation made on another instance while the broker lost the news.",
     )
     redis_url: str | None = Field(
         default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -16,9 +17,11 @@ from starlette.types import Scope
 
 from townsquare import __version__
 from townsquare.api_keys.router import router as api_keys_router
+from townsquare.auth import service as auth_service
 from townsquare.auth.account_router import router as account_router
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.principals import PrincipalCache
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
 from townsquare.auth.throttle import LoginThrottle
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout_seconds,
         )
         if settings.is_sqlite:
             # The embedded default needs no set-up step: its file is created and
@@ -75,6 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # (`townsquare migrate`), never by N workers racing at start.
             await migrations.upgrade(database.engine)
         app.state.database = database
+        principals = app.state.principals = PrincipalCache(
+            functools.partial(auth_service.load_login, database),
+            max_size=settings.principal_cache_size,
+            ttl=settings.principal_cache_ttl_seconds,
+        )
+        app.state.revocations.add_listener(principals.on_account_change)
 
         async def database_answers() -> None:
             async with database.engine.connect() as connection:
@@ -108,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             presence=presence,
             revocations=app.state.revocations,
             tokens=app.state.tokens,
+            principals=principals,
             metrics=metrics,
         )
         await rooms.start()
@@ -206,14 +217,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             identify_user=_user_from_bearer(app.state.tokens),
             exempt_paths={"/health", "/live", "/ready", "/metrics"},
         )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_credentials=settings.cors_allow_credentials,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
-    )
+    if settings.allowed_origins:
+        # Without allowed origins no response ever carries CORS headers, and the layer
+        # would only cost time on every request (a preflight is then a plain 405).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,

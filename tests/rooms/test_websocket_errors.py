@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -307,7 +308,9 @@ def _short_lived_token(member: Member, seconds: float) -> str:
     """A valid token for `member` that expires `seconds` from now."""
     codec = TokenCodec(make_settings(secret_key=TEST_SECRET, access_token_ttl_seconds=30))
     issued = utcnow() - timedelta(seconds=30 - seconds)
-    return codec.encode_access(user_id=member.id, token_version=0, now=issued)
+    # The member's own login, so only the expiry is under test.
+    login = jwt.decode(member.token, options={"verify_signature": False})["sid"]
+    return codec.encode_access(user_id=member.id, token_version=0, session_id=login, now=issued)
 
 
 async def test_expired_token_without_refresh_closes_1008(

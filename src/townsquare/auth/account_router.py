@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Path, Response, status
 
 from townsquare.auth import accounts, sessions
-from townsquare.auth.dependencies import (
-    CurrentUser,
-    Passwords,
-    Revocations,
-    Tokens,
-    oauth2_scheme,
-)
+from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations
 from townsquare.auth.exceptions import (
     EmailAlreadyVerified,
     InvalidAccountToken,
@@ -113,21 +107,8 @@ async def confirm_password_reset(
     await revocations.announce(AccountChange(user.id, ChangeKind.SESSIONS_ENDED))
 
 
-async def get_current_session_id(
-    user: CurrentUser, codec: Tokens, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> str | None:
-    """The login (`sid`) of the caller's access token. `user` first: the token is valid."""
-    assert token is not None
-    return codec.decode_access(token).session_id
-
-
-CurrentSessionId = Annotated[str | None, Depends(get_current_session_id)]
-
-
 @router.get("/auth/sessions", response_model=list[SessionRead], responses=responses(InvalidToken))
-async def list_sessions(
-    user: CurrentUser, session: SessionDep, current: CurrentSessionId
-) -> list[SessionRead]:
+async def list_sessions(user: CurrentUser, session: SessionDep) -> list[SessionRead]:
     """The caller's open logins, the most recently used first (at most 100): when each
     started and was last used (login or token refresh), from which client, and which
     one this request comes from."""
@@ -140,7 +121,7 @@ async def list_sessions(
             expires_at=row.expires_at,
             user_agent=row.user_agent,
             client_ip=row.client_ip,
-            current=row.id == current,
+            current=row.id == user.session_id,
         )
         for row in rows
     ]

@@ -17,7 +17,7 @@ class ClientInfo:
     ip: str | None
 
 
-def get_client_info(connection: HTTPConnection) -> ClientInfo:
+async def get_client_info(connection: HTTPConnection) -> ClientInfo:
     # The peer address as uvicorn/gunicorn resolved it (X-Forwarded-For only from
     # FORWARDED_ALLOW_IPS, so a client cannot claim another address).
     agent = connection.headers.get("user-agent")

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import cast
 
-from fastapi import APIRouter, Depends, Request, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Request, Response, status
 
 from townsquare.auth import service as auth_service
 from townsquare.auth.client import Client
-from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations, Tokens
+from townsquare.auth.dependencies import CurrentUser, LoginForm, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
     InvalidCredentials,
@@ -15,11 +14,11 @@ from townsquare.auth.exceptions import (
     InvalidToken,
     RefreshTokenReused,
 )
-from townsquare.auth.revocations import AccountChange, ChangeKind
 from townsquare.auth.schemas import RefreshRequest, TokenPair
 from townsquare.auth.throttle import LoginThrottle, TooManyLoginAttempts
 from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import responses
+from townsquare.users import service as users_service
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -30,7 +29,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     responses=responses(InvalidCredentials, InactiveUser, TooManyLoginAttempts),
 )
 async def issue_token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: LoginForm,
     request: Request,
     session: SessionDep,
     passwords: Passwords,
@@ -54,12 +53,16 @@ async def issue_token(
     responses=responses(InvalidRefreshToken, RefreshTokenReused),
 )
 async def refresh_token(
-    body: RefreshRequest, session: SessionDep, codec: Tokens, client: Client
+    body: RefreshRequest,
+    session: SessionDep,
+    codec: Tokens,
+    revocations: Revocations,
+    client: Client,
 ) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
-    spent one revokes every token of its login."""
+    spent one ends its whole login (refresh tokens, access tokens and sockets)."""
     return await auth_service.refresh(
-        session, codec, refresh_token=body.refresh_token, client=client
+        session, codec, revocations, refresh_token=body.refresh_token, client=client
     )
 
 
@@ -71,9 +74,9 @@ async def refresh_token(
 )
 async def logout(body: RefreshRequest, session: SessionDep, revocations: Revocations) -> None:
     """End the login of this refresh token on every instance: every refresh token
-    rotated from it, its access tokens and its WebSockets."""
-    user_id, session_id = await auth_service.logout(session, refresh_token=body.refresh_token)
-    await revocations.announce(AccountChange(user_id, ChangeKind.SESSION_ENDED, session_id))
+    rotated from it, its access tokens (refused from the next request on) and its
+    WebSockets."""
+    await auth_service.logout(session, revocations, refresh_token=body.refresh_token)
 
 
 @router.post(
@@ -87,6 +90,6 @@ async def logout_everywhere(
 ) -> None:
     """End every session of the caller: all refresh tokens, all access tokens, and
     every open WebSocket on every instance."""
-    await auth_service.end_all_sessions(session, user)
+    await auth_service.end_all_sessions(session, await users_service.get_user(session, user.id))
     await session.commit()
     await revocations.revoked(user.id)

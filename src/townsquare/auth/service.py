@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth import sessions
@@ -19,9 +19,11 @@ from townsquare.auth.exceptions import (
 )
 from townsquare.auth.models import RefreshToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.principals import Login, Principal
+from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevocations
 from townsquare.auth.schemas import TokenPair
 from townsquare.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_token
-from townsquare.platform.database import utcnow
+from townsquare.platform.database import Database, utcnow
 from townsquare.users import service as users_service
 from townsquare.users.models import User
 
@@ -79,7 +81,7 @@ async def _issue_pair(
     await session.commit()
     return TokenPair(
         access_token=codec.encode_access(
-            user_id=user.id, token_version=user.token_version, now=now, session_id=family_id
+            user_id=user.id, token_version=user.token_version, session_id=family_id, now=now
         ),
         expires_in=int(codec.access_ttl.total_seconds()),
         refresh_token=refresh_token,
@@ -107,6 +109,7 @@ async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -
 async def refresh(
     session: AsyncSession,
     codec: TokenCodec,
+    revocations: SessionRevocations,
     *,
     refresh_token: str,
     client: ClientInfo | None = None,
@@ -122,8 +125,8 @@ async def refresh(
     token_id, family_id, user_id = row.id, row.family_id, row.user_id
     if row.used_at is not None:
         # A spent token came back: either its owner or a thief holds a copy, and we
-        # cannot tell which, so the whole login ends.
-        await _revoke_family(session, family_id, now)
+        # cannot tell which, so the whole login ends, its access tokens included.
+        await _end_login(session, revocations, user_id, family_id, now)
         raise RefreshTokenReused()
     if row.revoked_at is not None or row.expires_at <= now:
         raise InvalidRefreshToken()
@@ -140,7 +143,7 @@ async def refresh(
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        await _revoke_family(session, family_id, now)
+        await _end_login(session, revocations, user_id, family_id, now)
         raise RefreshTokenReused()
     user = await session.get(User, user_id)
     if user is None or not user.is_active:
@@ -149,9 +152,11 @@ async def refresh(
     return await _issue_pair(session, codec, user=user, family_id=family_id, now=now, client=client)
 
 
-async def logout(session: AsyncSession, *, refresh_token: str) -> tuple[int, str]:
-    """End the login of `refresh_token`; its user and session id, for the caller to
-    announce (its access tokens and sockets end on every instance)."""
+async def logout(
+    session: AsyncSession, revocations: SessionRevocations, *, refresh_token: str
+) -> None:
+    """End the login `refresh_token` belongs to: its refresh tokens, and (announced to
+    every instance) its access tokens and sockets."""
     row = (
         await session.execute(
             select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
@@ -159,9 +164,18 @@ async def logout(session: AsyncSession, *, refresh_token: str) -> tuple[int, str
     ).scalar_one_or_none()
     if row is None:
         raise InvalidRefreshToken()
-    user_id, family_id = row.user_id, row.family_id
-    await _revoke_family(session, family_id, utcnow())
-    return user_id, family_id
+    await _end_login(session, revocations, row.user_id, row.family_id, utcnow())
+
+
+async def _end_login(
+    session: AsyncSession,
+    revocations: SessionRevocations,
+    user_id: int,
+    family_id: str,
+    now: datetime,
+) -> None:
+    await _revoke_family(session, family_id, now)
+    await revocations.announce(AccountChange(user_id, ChangeKind.SESSION_ENDED, family_id))
 
 
 async def end_all_sessions(session: AsyncSession, user: User) -> None:
@@ -177,23 +191,43 @@ async def end_all_sessions(session: AsyncSession, user: User) -> None:
     await sessions.mark_ended(session, now=now, user_id=user.id)
 
 
-async def user_for_access_token(session: AsyncSession, codec: TokenCodec, token: str) -> User:
-    claims = codec.decode_access(token)
-    user = await session.get(User, claims.user_id)
-    if user is None or user.token_version != claims.token_version:
-        raise InvalidToken()
-    if claims.session_id is not None and not await session_open(session, claims.session_id):
-        raise InvalidToken("This session has ended; log in again")
-    if not user.is_active:
-        raise InactiveUser()
-    return user
-
-
-async def session_open(session: AsyncSession, session_id: str) -> bool:
-    """Whether login `session_id` still holds a refresh token that was not revoked."""
-    found = await session.execute(
-        select(RefreshToken.id)
-        .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
-        .limit(1)
+async def load_login(database: Database, user_id: int, session_id: str | None) -> Login | None:
+    """The account and whether login `session_id` is still open, in one statement on an
+    autocommit connection (one round trip): the principal cache's loader."""
+    users = User.__table__
+    if session_id is None:
+        session_open: ColumnElement[bool] = true()
+    else:
+        tokens = RefreshToken.__table__
+        session_open = (
+            select(tokens.c.id)
+            .where(
+                tokens.c.family_id == session_id,
+                tokens.c.user_id == users.c.id,
+                tokens.c.revoked_at.is_(None),
+            )
+            .exists()
+        )
+    statement = select(
+        users.c.id,
+        users.c.name,
+        users.c.email,
+        users.c.is_admin,
+        users.c.is_active,
+        users.c.token_version,
+        session_open.label("session_open"),
+    ).where(users.c.id == user_id)
+    async with database.reader() as connection:
+        row = (await connection.execute(statement)).one_or_none()
+    if row is None:
+        return None
+    principal = Principal(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        is_admin=row.is_admin,
+        is_active=row.is_active,
+        token_version=row.token_version,
+        session_id=session_id,
     )
-    return found.first() is not None
+    return Login(principal, session_open=bool(row.session_open))

@@ -25,6 +25,8 @@ VERIFIED_CACHE_SIZE = 4096
 # Every API key starts with this, so a key sent where a user's token is expected is
 # told apart (and refused with a clear message) without any lookup.
 API_KEY_PREFIX = "tsk_"
+# A refresh-token family id is 32 hex characters (the column holds no more).
+MAX_SESSION_ID_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,9 @@ class AccessClaims:
     user_id: int
     token_version: int
     expires_at: int
-    # The login the token belongs to (`sid`: its refresh-token family id); None on
-    # tokens issued before the claim existed.
+    # The login the token belongs to (`sid`, its refresh-token family id). None only on
+    # tokens issued before the claim existed; they cannot be ended one login at a time
+    # and simply run out.
     session_id: str | None = None
 
 
@@ -47,7 +50,7 @@ class TokenCodec:
         self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def encode_access(
-        self, *, user_id: int, token_version: int, now: datetime, session_id: str | None = None
+        self, *, user_id: int, token_version: int, session_id: str, now: datetime
     ) -> str:
         payload = {
             "sub": str(user_id),
@@ -90,10 +93,12 @@ class TokenCodec:
             )
             user_id = int(payload["sub"])
             version = payload["ver"]
+            session_id = payload.get("sid")
             if not isinstance(version, int) or user_id < 1:
                 raise InvalidToken()
-            session_id = payload.get("sid")
-            if session_id is not None and (not isinstance(session_id, str) or len(session_id) > 32):
+            if session_id is not None and not (
+                isinstance(session_id, str) and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH
+            ):
                 raise InvalidToken()
             return AccessClaims(
                 user_id=user_id,

@@ -12,8 +12,6 @@ class Account:
     id: int
     name: str
     is_admin: bool
-    # The login (`sid`) of the token the connection authenticated with.
-    session_id: str | None = None
 
     @property
     def public(self) -> UserPublic:

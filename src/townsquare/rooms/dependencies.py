@@ -7,7 +7,7 @@ from fastapi import Depends, Path
 from starlette.requests import HTTPConnection
 
 from townsquare.api_keys import service as keys_service
-from townsquare.auth.dependencies import CurrentUser, Tokens, get_current_user, oauth2_scheme
+from townsquare.auth.dependencies import CurrentUser, get_current_user, oauth2_scheme
 from townsquare.auth.tokens import API_KEY_PREFIX
 from townsquare.platform.dependencies import SessionDep
 from townsquare.rooms import service as rooms_service
@@ -44,7 +44,6 @@ async def get_poster(
     connection: HTTPConnection,
     name: RoomNamePath,
     session: SessionDep,
-    codec: Tokens,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Poster:
     # The one route that takes API keys: everything else goes through CurrentUser,
@@ -53,12 +52,12 @@ async def get_poster(
         key, author = await keys_service.authenticate(session, key=token)
         room = await keys_service.room_of_key(session, key=key, name=name)
         return Poster(room=room, author=UserPublic(id=author.id, name=author.name), is_api_key=True)
-    user = await get_current_user(connection, session, codec, token)
+    user = await get_current_user(connection, token)
     room = await rooms_service.get_visible_room(session, name=name, viewer=user)
     return Poster(room=room, author=UserPublic(id=user.id, name=user.name), is_api_key=False)
 
 
-def get_manager(connection: HTTPConnection) -> ConnectionManager:
+async def get_manager(connection: HTTPConnection) -> ConnectionManager:
     return cast(ConnectionManager, connection.app.state.rooms)
 
 

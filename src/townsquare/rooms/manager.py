@@ -22,10 +22,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from townsquare.auth import accounts
-from townsquare.auth import service as auth_service
 from townsquare.auth.exceptions import EmailNotVerified, InvalidToken
+from townsquare.auth.principals import PrincipalCache
 from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevocations
-from townsquare.auth.tokens import TokenCodec
+from townsquare.auth.tokens import AccessClaims, TokenCodec
 from townsquare.config import Settings
 from townsquare.platform.broker.envelope import Envelope
 from townsquare.platform.broker.hub import Hub
@@ -83,9 +83,11 @@ class ConnectionManager:
         presence: PresenceStore,
         revocations: SessionRevocations,
         tokens: TokenCodec,
+        principals: PrincipalCache,
         metrics: Metrics | None = None,
     ) -> None:
         self.tokens = tokens
+        self.principals = principals
         self.settings = settings
         self.database = database
         self.hub = hub
@@ -138,31 +140,31 @@ class ConnectionManager:
         self.throttles.release(connection.account.id)
         self._count(connection)
 
-    async def authenticate(self, token: str) -> tuple[Account, float]:
-        """The account an access token stands for and when the token expires; a
-        `CloseConnection` (1008, invalid_token) when it stands for nothing valid."""
+    async def authenticate(self, token: str) -> tuple[Account, AccessClaims]:
+        """The account an access token stands for, from the cache of signed-in logins
+        (no database connection held while the socket waits), and the token's claims;
+        a `CloseConnection` (1008, invalid_token) when it stands for nothing valid."""
         try:
             if len(token) > MAX_TOKEN_LENGTH:
                 raise InvalidToken()
-            async with self.database.sessions() as session:
-                user = await auth_service.user_for_access_token(session, self.tokens, token)
             claims = self.tokens.decode_access(token)
-            account = Account(user.id, user.name, user.is_admin, claims.session_id)
-            return account, float(claims.expires_at)
+            principal = await self.principals.principal(claims)
         except AppError as exc:
             raise CloseConnection(
                 CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN
             ) from exc
+        return Account(principal.id, principal.name, principal.is_admin), claims
 
     async def refresh_token(self, connection: Connection, token: str) -> None:
         """A new access token for an open connection (same user)."""
-        account, expires_at = await self.authenticate(token)
+        account, claims = await self.authenticate(token)
         if account.id != connection.account.id:
             raise CloseConnection(
                 CloseCode.POLICY_VIOLATION, "token is for another user", ErrorCode.INVALID_TOKEN
             )
         connection.account = account
-        connection.token_expires_at = expires_at
+        connection.session_id = claims.session_id
+        connection.token_expires_at = float(claims.expires_at)
         connection.expiry_warned_at = None
 
     # -- messages ----------------------------------------------------------------------

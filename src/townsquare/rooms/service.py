@@ -9,6 +9,7 @@ from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from townsquare.auth.principals import Actor
 from townsquare.platform.database import utcnow
 from townsquare.rooms.account import Account
 from townsquare.rooms.exceptions import (
@@ -29,7 +30,7 @@ MEMBER = "member"
 
 
 async def create_room(
-    session: AsyncSession, *, owner: User, name: str, topic: str | None, private: bool
+    session: AsyncSession, *, owner: Actor, name: str, topic: str | None, private: bool
 ) -> Room:
     if await _room_by_name(session, name) is not None:
         raise RoomNameTaken()
@@ -59,7 +60,7 @@ async def is_member(session: AsyncSession, *, room_id: int, user_id: int) -> boo
     return found.first() is not None
 
 
-async def get_visible_room(session: AsyncSession, *, name: str, viewer: User) -> Room:
+async def get_visible_room(session: AsyncSession, *, name: str, viewer: Actor) -> Room:
     """The room, if `viewer` may see it: public rooms to anyone signed in, private
     rooms to their members and admins. Anything else is `RoomNotFound`."""
     room = await _room_by_name(session, name)
@@ -72,7 +73,7 @@ async def get_visible_room(session: AsyncSession, *, name: str, viewer: User) ->
 
 
 async def list_rooms(
-    session: AsyncSession, *, viewer: User, skip: int, limit: int
+    session: AsyncSession, *, viewer: Actor, skip: int, limit: int
 ) -> Sequence[Room]:
     query = select(Room).order_by(Room.id).offset(skip).limit(limit)
     if not viewer.is_admin:
@@ -81,7 +82,7 @@ async def list_rooms(
     return (await session.execute(query)).scalars().all()
 
 
-def _ensure_manager(room: Room, actor: User) -> None:
+def _ensure_manager(room: Room, actor: Actor) -> None:
     if not (actor.is_admin or room.owner_id == actor.id):
         raise NotRoomManager()
 
@@ -102,7 +103,9 @@ def _member_read(member: RoomMember, user: User) -> MemberRead:
     )
 
 
-async def add_member(session: AsyncSession, *, room: Room, actor: User, user_id: int) -> MemberRead:
+async def add_member(
+    session: AsyncSession, *, room: Room, actor: Actor, user_id: int
+) -> MemberRead:
     """Owner and admins add anyone; anyone may add themself to a public room."""
     if not (user_id == actor.id and not room.is_private):
         _ensure_manager(room, actor)
@@ -122,7 +125,7 @@ async def add_member(session: AsyncSession, *, room: Room, actor: User, user_id:
     return _member_read(member, user)
 
 
-async def remove_member(session: AsyncSession, *, room: Room, actor: User, user_id: int) -> None:
+async def remove_member(session: AsyncSession, *, room: Room, actor: Actor, user_id: int) -> None:
     """Owner and admins remove anyone but the owner; members may remove themselves."""
     if user_id != actor.id:
         _ensure_manager(room, actor)
@@ -242,7 +245,7 @@ async def update_room(
     session: AsyncSession,
     *,
     room: Room,
-    actor: User,
+    actor: Actor,
     topic: str | None,
     private: bool | None,
     clear_topic: bool,
@@ -256,7 +259,7 @@ async def update_room(
     return room
 
 
-async def delete_room(session: AsyncSession, *, room: Room, actor: User) -> None:
+async def delete_room(session: AsyncSession, *, room: Room, actor: Actor) -> None:
     """Delete the room, its members and its history."""
     _ensure_manager(room, actor)
     await session.execute(delete(Message).where(Message.room_id == room.id))

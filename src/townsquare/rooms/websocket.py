@@ -17,6 +17,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from townsquare.auth.tokens import AccessClaims
 from townsquare.platform.metrics import Metrics
 from townsquare.rooms.account import Account
 from townsquare.rooms.connection import Connection
@@ -63,7 +64,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         return
     await websocket.accept()
     try:
-        account, expires_at = await _authenticate(websocket, manager)
+        account, claims = await _authenticate(websocket, manager)
     except CloseConnection as closing:
         await _close(websocket, closing)
         return
@@ -75,8 +76,8 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         send,
         manager,
         account=account,
-        session_id=account.session_id,
-        token_expires_at=expires_at,
+        token_expires_at=float(claims.expires_at),
+        session_id=claims.session_id,
         throttle=manager.throttles.acquire(account.id),
     )
     metrics = cast(Metrics, websocket.app.state.metrics)
@@ -116,7 +117,9 @@ endpoint = _Endpoint()
 route = WebSocketRoute("/ws", endpoint, name="ws")
 
 
-async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[Account, float]:
+async def _authenticate(
+    websocket: WebSocket, manager: ConnectionManager
+) -> tuple[Account, AccessClaims]:
     """The user, from `Authorization: Bearer` on the handshake or else a first `auth`
     frame within the auth timeout; and when their access token expires."""
     settings = manager.settings

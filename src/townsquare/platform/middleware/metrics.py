@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +18,10 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The histogram's child per (method, route), looked up once: `labels()` costs a
+        # lock and a tuple of strings on every call. Bounded like the series themselves
+        # (known methods x route templates).
+        self._durations: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -44,6 +49,10 @@ class MetricsMiddleware:
             metrics.requests_in_flight.dec()
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             route = route_template(scope)
-            metrics.request_duration.labels(method, route).observe(time.perf_counter() - start)
+            key = (method, route)
+            duration = self._durations.get(key)
+            if duration is None:
+                duration = self._durations[key] = metrics.request_duration.labels(method, route)
+            duration.observe(time.perf_counter() - start)
             if status >= 500:
                 metrics.server_errors.labels(method, route).inc()
