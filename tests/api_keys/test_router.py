@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,6 +15,9 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from tests.conftest import Account, MakeAccount
 from townsquare.auth.dependencies import oauth2_scheme
+from townsquare.auth.models import RefreshToken
+from townsquare.auth.tokens import TokenCodec, hash_refresh_token
+from townsquare.platform.database import Database, utcnow
 
 POST_MESSAGE = ("POST", "/rooms/{name}/messages")
 
@@ -216,3 +221,36 @@ async def test_service_account_of_a_key_is_not_listed_and_cannot_log_in(
     shown = await client.get(f"/users/{key['author_id']}", headers=admin.headers)
     assert shown.status_code == 200
     assert shown.json()["name"] == "CI bot"
+
+
+async def test_user_token_of_a_service_account_is_refused(
+    app: FastAPI, client: httpx.AsyncClient, make_account: MakeAccount
+) -> None:
+    # A service account never gets a user's token (it has no password to log in with);
+    # one signed for it anyway, for a login that is open, stands for no one.
+    admin = await make_account(admin=True)
+    await _room(client, admin, "x")
+    key = await _key(client, admin, ["x"])
+    family_id = uuid.uuid4().hex
+    now = utcnow()
+    database: Database = app.state.database
+    async with database.sessions() as session:
+        session.add(
+            RefreshToken(
+                user_id=key["author_id"],
+                family_id=family_id,
+                token_hash=hash_refresh_token(uuid.uuid4().hex),
+                created_at=now,
+                expires_at=now + timedelta(hours=1),
+            )
+        )
+        await session.commit()
+    codec: TokenCodec = app.state.tokens
+    token = codec.encode_access(
+        user_id=key["author_id"], token_version=0, session_id=family_id, now=now
+    )
+    for method, path in [("GET", "/me"), ("GET", "/users"), ("POST", "/rooms/x/messages")]:
+        response = await client.request(
+            method, path, json={"body": "hi"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401, (path, response.text)

@@ -25,7 +25,7 @@ from townsquare.auth.schemas import TokenPair
 from townsquare.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_token
 from townsquare.platform.database import Database, utcnow
 from townsquare.users import service as users_service
-from townsquare.users.models import User
+from townsquare.users.models import PERSON, User
 
 # Longer passwords cannot be ours (signup caps them at 128); refusing them early keeps
 # a megabyte "password" from costing a hash.
@@ -193,7 +193,8 @@ async def end_all_sessions(session: AsyncSession, user: User) -> None:
 
 async def load_login(database: Database, user_id: int, session_id: str | None) -> Login | None:
     """The account and whether login `session_id` is still open, in one statement on an
-    autocommit connection (one round trip): the principal cache's loader."""
+    autocommit connection (one round trip): the principal cache's loader. None for no
+    such person (a service account included)."""
     users = User.__table__
     if session_id is None:
         session_open: ColumnElement[bool] = true()
@@ -216,7 +217,12 @@ async def load_login(database: Database, user_id: int, session_id: str | None) -
         users.c.is_active,
         users.c.token_version,
         session_open.label("session_open"),
-    ).where(users.c.id == user_id)
+    ).where(
+        users.c.id == user_id,
+        # An API key's service account never holds a user's token (it has no usable
+        # password); should one turn up anyway, it stands for no one.
+        users.c.kind == PERSON,
+    )
     async with database.reader() as connection:
         row = (await connection.execute(statement)).one_or_none()
     if row is None:
