@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import shutil
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -257,14 +259,21 @@ class Profiler:
         if bench.profile is None or not arm.startswith("townsquare"):
             return None
         server = "ts-sqlite" if "SQLite" in arm else "ts-pg"
-        pids = bench.server_pids(server)
-        if not pids:
+        try:
+            pids = bench.server_pids(server)
+        except KeyError:  # a suite with a server of its own (B3's fresh ones)
+            return None
+        # The environment's own py-spy (the bench group), also when its bin is off PATH.
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
+        if not pids or spy is None:
             return None
         bench.profile.mkdir(parents=True, exist_ok=True)
         label = f"{section.name}-{arm}".replace(" ", "_").replace("+", "")
         runs = len(section.runs.get(arm, []))
         out = bench.profile / f"{label}-{runs + 1}.speedscope.json"
-        argv = ["py-spy", "record", "--pid", str(pids[0]), "--rate", "200", "--nonblocking"]
+        argv = [spy, "record", "--pid", str(pids[0]), "--rate", "200", "--nonblocking"]
         argv += ["--format", "speedscope", "--output", str(out)]
         process = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL

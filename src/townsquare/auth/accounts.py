@@ -11,7 +11,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth import mails
@@ -21,7 +21,7 @@ from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.service import end_all_sessions
 from townsquare.auth.tokens import hash_refresh_token
 from townsquare.config import Settings
-from townsquare.platform.database import utcnow
+from townsquare.platform.database import Database, OneRowRead, utcnow
 from townsquare.platform.jobs import Jobs
 from townsquare.platform.mail import Mail
 from townsquare.users import service as users_service
@@ -116,16 +116,27 @@ async def verify_email(session: AsyncSession, *, token: str) -> User:
     return user
 
 
-async def may_participate(session: AsyncSession, settings: Settings, user_id: int) -> bool:
-    """Whether `user_id` may post into and join rooms: always, unless
-    REQUIRE_VERIFIED_EMAIL is on and the account's email is not verified. Every path
-    that posts or joins (REST and WebSocket) asks this."""
+_EMAIL_VERIFIED = OneRowRead(
+    select(User.email_verified_at.is_not(None).label("verified")).where(
+        User.id == bindparam("user_id")
+    )
+)
+
+
+async def may_participate(
+    reader: Database | AsyncSession, settings: Settings, user_id: int
+) -> bool:
+    """Whether `user_id` may post into and join rooms: always (no I/O), unless
+    REQUIRE_VERIFIED_EMAIL is on and the account's email is not verified, read fresh in
+    one statement: on the caller's session when it holds one (the REST post), else on a
+    pooled connection (the WebSocket join). Every path that posts or joins asks this."""
     if not settings.require_verified_email:
         return True
-    verified_at = (
-        await session.execute(select(User.email_verified_at).where(User.id == user_id))
-    ).scalar_one_or_none()
-    return verified_at is not None
+    if isinstance(reader, Database):
+        row = await _EMAIL_VERIFIED.fetch(reader, user_id=user_id)
+        return row is not None and bool(row["verified"])
+    result = await reader.execute(_EMAIL_VERIFIED.statement, {"user_id": user_id})
+    return bool(result.scalar_one_or_none())
 
 
 async def ensure_email_verified(session: AsyncSession, settings: Settings, user_id: int) -> None:

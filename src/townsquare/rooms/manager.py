@@ -290,22 +290,18 @@ class ConnectionManager:
         if name in connection.rooms:
             await self.leave(connection, name)
         try:
-            async with self.database.sessions() as session:
-                if not await accounts.may_participate(
-                    session, self.settings, connection.account.id
-                ):
-                    connection.send_text(
-                        error_text(ErrorCode.EMAIL_NOT_VERIFIED, NOT_VERIFIED, ref)
-                    )
-                    return
-                room = await rooms_service.joinable_room(
-                    session, name=name, user_id=connection.account.id
-                )
+            if not await accounts.may_participate(
+                self.database, self.settings, connection.account.id
+            ):
+                connection.send_text(error_text(ErrorCode.EMAIL_NOT_VERIFIED, NOT_VERIFIED, ref))
+                return
+            room_id, room_name = await rooms_service.joinable_room(
+                self.database, name=name, user_id=connection.account.id
+            )
         except RoomNotFound:
             connection.send_text(error_text(ErrorCode.ROOM_NOT_FOUND, "Room not found", ref))
             return
-        ref_ = RoomRef(room.id, room.name)
-        feed = await self.open_feed(ref_)
+        feed = await self.open_feed(RoomRef(room_id, room_name))
         entry = self._entry(connection, name)
         online = await self._enter(entry, connection.account.public)
         if connection.closing is not None or name in connection.rooms or feed.closed:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import Select, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth.principals import Actor
-from townsquare.platform.database import utcnow
+from townsquare.platform.database import Database, OneRowRead, utcnow
 from townsquare.rooms.account import Account
 from townsquare.rooms.exceptions import (
     MemberNotFound,
@@ -192,13 +192,37 @@ async def last_seq(session: AsyncSession, *, room_id: int) -> int:
     return result.scalar_one_or_none() or 0
 
 
-async def joinable_room(session: AsyncSession, *, name: str, user_id: int) -> Room:
-    """The room `user_id` may join now, read fresh (an admin demoted a second ago is
-    not an admin here); `RoomNotFound` otherwise, also for a disabled account."""
-    user = await session.get(User, user_id, populate_existing=True)
-    if user is None or not user.is_active:
+_MEMBER = (
+    select(RoomMember.user_id)
+    .where(RoomMember.room_id == Room.id, RoomMember.user_id == bindparam("user_id"))
+    .exists()
+)
+# Who may join: read fresh in one round trip (an admin demoted a second ago is not
+# one here), for the WebSocket `join`.
+_JOIN_ACCESS = OneRowRead(
+    select(
+        Room.id,
+        Room.name,
+        Room.is_private,
+        User.is_active,
+        User.is_admin,
+        _MEMBER.label("is_member"),
+    )
+    .select_from(Room)
+    .join(User, User.id == bindparam("user_id"))
+    .where(Room.name == bindparam("name"))
+)
+
+
+async def joinable_room(database: Database, *, name: str, user_id: int) -> tuple[int, str]:
+    """The id and name of the room `user_id` may join now; `RoomNotFound` otherwise
+    (also for a disabled account, and a private room it may not see)."""
+    row = await _JOIN_ACCESS.fetch(database, name=name, user_id=user_id)
+    if row is None or not row["is_active"]:
         raise RoomNotFound()
-    return await get_visible_room(session, name=name, viewer=user)
+    if row["is_private"] and not (row["is_admin"] or row["is_member"]):
+        raise RoomNotFound()
+    return int(row["id"]), str(row["name"])
 
 
 async def users_with_access(session: AsyncSession, *, room_id: int, user_ids: set[int]) -> set[int]:
