@@ -5,6 +5,13 @@ PORT, WEB_CONCURRENCY, WORKER_TIMEOUT, GRACEFUL_TIMEOUT, LOG_LEVEL and the limit
 platform/server.py.
 An invalid configuration (a weak SECRET_KEY in production, say) stops the master
 here, with a clear message and exit status 2, before any worker starts.
+
+gunicorn serves HTTP and WebSockets only. Background jobs (mail, purges) run in
+`townsquare worker` processes beside it when REDIS_URL is set (compose.yaml's
+`worker` service), or inside these workers when it is not:
+
+    gunicorn -c gunicorn.conf.py      # web
+    townsquare worker                 # jobs (one or more, anywhere that reaches Redis)
 """
 
 from __future__ import annotations

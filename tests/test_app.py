@@ -54,7 +54,9 @@ def _production_without_secret() -> None:
 
 
 def test_production_hides_the_docs() -> None:
-    app = create_app(make_settings(env="production", secret_key="s" * 48))
+    app = create_app(
+        make_settings(env="production", secret_key="s" * 48, smtp_url="smtp://127.0.0.1:2525")
+    )
     paths = {getattr(route, "path", None) for route in app.routes}
     assert not paths & {"/docs", "/redoc", "/openapi.json"}
 

@@ -1,4 +1,4 @@
-"""The `townsquare` command line: serve, check-config, migrate, create-admin, chat."""
+"""The `townsquare` command line: serve, worker, check-config, migrate, create-admin, chat."""
 
 from __future__ import annotations
 
@@ -185,6 +185,16 @@ def _parser() -> argparse.ArgumentParser:
 
     _command(
         commands,
+        "worker",
+        "run background jobs (mail, purges) from Redis, apart from the web processes",
+        "Run the background jobs (sending mail with retries, purging spent tokens and\n"
+        "old idempotency keys, message retention) from the Redis queue, apart from the\n"
+        "web processes; several workers share the queue. Needs REDIS_URL (without it\n"
+        "the web process runs the jobs itself). Serves its metrics on WORKER_METRICS_PORT.",
+    )
+
+    _command(
+        commands,
         "check-config",
         "validate the settings and exit (0 valid, 2 invalid)",
         "Validate the settings from the environment and ./.env as the server would,\n"
@@ -259,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(settings, args)
+    if args.command == "worker":
+        from townsquare import worker
+
+        return worker.main(settings)
     if args.command == "check-config":
         print(f"configuration valid (ENV={settings.env.value})")
         return 0

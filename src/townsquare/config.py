@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -328,6 +329,94 @@ class Settings(BaseSettings):
         "per worker; beyond it a handshake is refused with 429 and Retry-After.",
     )
 
+    # -- accounts lifecycle ------------------------------------------------------------
+    require_verified_email: bool = Field(
+        default=False,
+        description="Refuse posting and joining rooms (403, or an `email_not_verified` "
+        "error frame) to accounts whose email is not verified; they may still log in.",
+    )
+    email_verification_ttl_seconds: int = Field(
+        default=48 * 3600, ge=60, description="How long a link in a verification mail works."
+    )
+    password_reset_ttl_seconds: int = Field(
+        default=1800, ge=60, description="How long a password-reset link works."
+    )
+    verification_email_limit: str = Field(
+        default="3/hour",
+        description="Verification mails one account may ask for with POST /me/verification-email.",
+    )
+    rate_limit_password_reset: str = Field(
+        default="5/minute", description="Limit per client IP on POST /auth/password-reset."
+    )
+    # -- mail ----------------------------------------------------------------------------
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://user:pass@host:port (add ?starttls=true to upgrade), or "
+        "smtps://... for implicit TLS. Unset: mails are written to the log (refused when "
+        "ENV=production).",
+    )
+    smtp_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Limit on connecting to and talking with the SMTP server."
+    )
+    mail_from: str = Field(
+        default="townsquare <noreply@localhost>",
+        min_length=3,
+        description="The From: of every mail, `Name <address>` or an address.",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where people reach the service; the base of the links in mails.",
+    )
+    # -- background jobs -----------------------------------------------------------------
+    job_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts of a failing job (mail sending) before it is dead-lettered.",
+    )
+    job_retry_delay_seconds: float = Field(
+        default=2.0, gt=0, description="Delay before the first retry; doubled for each next one."
+    )
+    job_retry_max_delay_seconds: float = Field(
+        default=300.0, gt=0, description="Cap of the delay between two attempts of a job."
+    )
+    job_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="A job running longer than this fails (and is retried)."
+    )
+    job_claim_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="With Redis: a job taken by a worker that died (no acknowledgement for "
+        "this long) is handed to another worker. Must exceed JOB_TIMEOUT_SECONDS.",
+    )
+    job_concurrency: int = Field(
+        default=10, ge=1, description="Jobs one `townsquare worker` runs at once."
+    )
+    worker_metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        description="Port of the /metrics (and /health) endpoint of `townsquare worker`, "
+        "on HOST; 0 turns it off.",
+    )
+    purge_interval_seconds: int = Field(
+        default=3600,
+        ge=10,
+        description="How often spent tokens, old idempotency keys and (with "
+        "MESSAGE_RETENTION_DAYS) old messages are purged.",
+    )
+    idempotency_key_ttl_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="How long an Idempotency-Key of POST /rooms/{name}/messages is "
+        "remembered; the purge forgets older ones.",
+    )
+    message_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete messages older than this many days. Unset (the default) "
+        "keeps history forever.",
+    )
+
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -344,7 +433,12 @@ class Settings(BaseSettings):
         return level
 
     @field_validator(
-        "rate_limit_default", "rate_limit_login", "rate_limit_signup", "rate_limit_login_account"
+        "rate_limit_default",
+        "rate_limit_login",
+        "rate_limit_signup",
+        "rate_limit_login_account",
+        "rate_limit_password_reset",
+        "verification_email_limit",
     )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
@@ -372,6 +466,42 @@ class Settings(BaseSettings):
                     f"{MIN_SECRET_KEY_LENGTH} characters when ENV=production "
                     "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
                 )
+        return self
+
+    @field_validator("message_retention_days", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        # MESSAGE_RETENTION_DAYS= (empty) or 0 in an env file mean "keep forever".
+        if value in ("", "0", 0):
+            return None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _valid_smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            # Not echoing the URL: it may hold a password.
+            raise ValueError("must look like smtp://user:pass@host:port or smtps://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _jobs_are_claimed_after_their_timeout(self) -> Settings:
+        if self.job_claim_after_seconds <= self.job_timeout_seconds:
+            raise ValueError(
+                "JOB_CLAIM_AFTER_SECONDS must be greater than JOB_TIMEOUT_SECONDS, or a "
+                "job still running would be handed to a second worker"
+            )
         return self
 
     @model_validator(mode="after")
@@ -418,6 +548,15 @@ class Settings(BaseSettings):
         share = self.database_max_connections // self.web_concurrency
         pool_size = min(self.database_pool_size, share)
         return pool_size, min(self.database_max_overflow, share - pool_size)
+
+    @model_validator(mode="after")
+    def _smtp_in_production(self) -> Settings:
+        if self.env is Environment.PRODUCTION and self.smtp_url is None:
+            raise ValueError(
+                "SMTP_URL must be set when ENV=production (verification and password-reset "
+                "mails are sent through it), e.g. smtp://user:pass@mail.example.com:587?starttls=true"
+            )
+        return self
 
     @property
     def is_production(self) -> bool:

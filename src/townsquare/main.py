@@ -10,6 +10,7 @@ from importlib.resources import files
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse
@@ -17,7 +18,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.api_keys.router import router as api_keys_router
 from townsquare.auth import service as auth_service
+from townsquare.auth.account_router import router as account_router
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.principals import PrincipalCache
@@ -26,6 +29,7 @@ from townsquare.auth.router import router as auth_router
 from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
+from townsquare.jobs import JobContext, register_jobs
 from townsquare.platform import migrations, tracing
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
@@ -33,6 +37,8 @@ from townsquare.platform.database import Database, create_database
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import NotReady, Readiness
 from townsquare.platform.health import router as health_router
+from townsquare.platform.jobs import Jobs
+from townsquare.platform.mail import create_mailer
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
@@ -147,6 +153,22 @@ def create_app(
             metrics=metrics,
         )
         await rooms.start()
+        register_jobs(
+            jobs,
+            JobContext(
+                settings=settings,
+                database=database,
+                mailer=create_mailer(
+                    settings.smtp_url.get_secret_value() if settings.smtp_url else None,
+                    sender=settings.mail_from,
+                    timeout=settings.smtp_timeout_seconds,
+                ),
+                jobs=jobs,
+            ),
+        )
+        # With Redis this only connects the producer side (`townsquare worker` runs
+        # the jobs); without, jobs and the periodic purge run in this process.
+        await jobs.start()
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
@@ -163,6 +185,7 @@ def create_app(
             async with metrics.sampling():
                 yield
         finally:
+            await jobs.stop(grace=settings.graceful_timeout / 3)
             await rooms.shutdown()
             await rooms.stop()
             await hub.stop()
@@ -203,6 +226,7 @@ def create_app(
         worker_capacity=settings.worker_capacity,
         websocket_capacity=settings.ws_max_connections,
     )
+    jobs = app.state.jobs = create_jobs_engine(settings, metrics.registry)
     rate_limiter = app.state.rate_limiter = RateLimiter(
         redis_url=settings.redis_url,
         key_prefix=settings.rate_limit_key_prefix,
@@ -240,6 +264,7 @@ def create_app(
             per_route={
                 ("POST", "/auth/token"): settings.rate_limit_login,
                 ("POST", "/users"): settings.rate_limit_signup,
+                ("POST", "/auth/password-reset"): settings.rate_limit_password_reset,
             },
             identify_user=_user_from_bearer(app.state.tokens),
             exempt_paths=PROBES,
@@ -276,7 +301,9 @@ def create_app(
     app.include_router(health_router)
     app.include_router(metrics_router)
     app.include_router(auth_router)
+    app.include_router(account_router)
     app.include_router(users_router)
+    app.include_router(api_keys_router)
     app.add_api_route(
         "/",
         _web_index,
@@ -304,6 +331,20 @@ async def _warn_if_schema_lags(database: Database) -> None:
         logger.warning(
             "database schema %s: run `townsquare migrate`; /ready answers 503 until then", lag
         )
+
+
+def create_jobs_engine(settings: Settings, registry: CollectorRegistry) -> Jobs:
+    return Jobs(
+        redis_url=settings.redis_url,
+        prefix=settings.broker_channel_prefix,
+        registry=registry,
+        max_attempts=settings.job_max_attempts,
+        retry_delay=settings.job_retry_delay_seconds,
+        retry_max_delay=settings.job_retry_max_delay_seconds,
+        timeout=settings.job_timeout_seconds,
+        claim_after=settings.job_claim_after_seconds,
+        concurrency=settings.job_concurrency,
+    )
 
 
 def _user_from_bearer(codec: TokenCodec) -> Callable[[Scope], str | None]:

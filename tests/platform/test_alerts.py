@@ -37,7 +37,7 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_alert_rules_pass_promtool_check() -> None:
     result = run_promtool("check", "rules", RULES.name)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 rules found" in result.stdout
+    assert "6 rules found" in result.stdout
 
 
 def test_alert_rules_fire_above_thresholds_and_not_below() -> None:

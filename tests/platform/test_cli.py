@@ -42,7 +42,7 @@ def test_serve_in_production_with_weak_secret_exits_nonzero_with_clear_message(
 
 
 def test_check_config_with_strong_secret_in_production_succeeds(tmp_path: Path) -> None:
-    env = {"ENV": "production", "SECRET_KEY": "x" * 48}
+    env = {"ENV": "production", "SECRET_KEY": "x" * 48, "SMTP_URL": "smtp://mail.example:587"}
     result = run_cli("check-config", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "configuration valid (ENV=production)" in result.stdout
@@ -124,3 +124,11 @@ def test_help_lists_every_command_in_plain_words(tmp_path: Path) -> None:
         sub = run_cli(name, "--help", env={}, cwd=tmp_path)
         assert sub.returncode == 0, sub.stderr
         assert f"usage: townsquare {name}" in sub.stdout
+
+
+def test_check_config_in_production_without_smtp_url_names_it(tmp_path: Path) -> None:
+    result = run_cli(
+        "check-config", env={"ENV": "production", "SECRET_KEY": "x" * 48}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "SMTP_URL must be set when ENV=production" in result.stderr

@@ -38,3 +38,14 @@ def test_compose_runs_app_with_postgresql_redis_and_migration_first() -> None:
 def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".env", ".venv", ".git", "*.db"} <= set(ignored)
+
+
+def test_compose_runs_a_job_worker_beside_the_app_on_the_same_redis() -> None:
+    compose: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    worker = services["worker"]
+    assert worker["command"] == ["townsquare", "worker"]
+    assert worker["environment"]["REDIS_URL"] == services["app"]["environment"]["REDIS_URL"]
+    assert worker["environment"]["SMTP_URL"] == services["app"]["environment"]["SMTP_URL"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "townsquare worker" in (REPO / "gunicorn.conf.py").read_text()

@@ -26,7 +26,7 @@ async def test_response_in_development_has_security_headers_without_hsts(
 
 
 async def test_response_in_production_has_hsts(custom_app: Callable[..., FastAPI]) -> None:
-    async with serve_app(custom_app(env="production")) as client:
+    async with serve_app(custom_app(env="production", smtp_url="smtp://127.0.0.1:2525")) as client:
         response = await client.get("/health")
     assert response.headers["strict-transport-security"].startswith("max-age=31536000")
 
@@ -58,7 +58,7 @@ async def test_docs_page_in_development_gets_a_csp_that_allows_swagger_ui(
 async def test_docs_in_production_are_not_served(
     custom_app: Callable[..., FastAPI], path: str
 ) -> None:
-    async with serve_app(custom_app(env="production")) as client:
+    async with serve_app(custom_app(env="production", smtp_url="smtp://127.0.0.1:2525")) as client:
         response = await client.get(path)
     assert response.status_code == 404
 

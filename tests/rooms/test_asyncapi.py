@@ -82,7 +82,9 @@ async def test_asyncapi_is_off_in_production() -> None:
     from tests.conftest import make_settings
     from townsquare.main import create_app
 
-    app = create_app(make_settings(env="production", secret_key="p" * 40))
+    app = create_app(
+        make_settings(env="production", secret_key="p" * 40, smtp_url="smtp://127.0.0.1:2525")
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         assert (await http.get("/asyncapi.json")).status_code == 404

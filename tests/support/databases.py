@@ -13,11 +13,14 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from townsquare.models import Base
 from townsquare.platform import migrations
 from townsquare.platform.database import create_database
+
+DEADLOCK_DETECTED = "40P01"
 
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -68,12 +71,28 @@ async def migrate(url: str) -> None:
         await database.dispose()
 
 
+# A TRUNCATE that PostgreSQL chose as a deadlock's victim is tried again this often.
+TRUNCATE_ATTEMPTS = 5
+
+
 async def empty_tables(engine: AsyncEngine) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    if engine.dialect.name == "postgresql":
+        # The app may still run a job (the periodic purge runs once at start) whose
+        # row locks, taken table by table, can deadlock with TRUNCATE's table locks;
+        # PostgreSQL then aborts one of the two, and the purge commits per run.
+        for attempt in range(TRUNCATE_ATTEMPTS):
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+                    )
+                return
+            except DBAPIError as exc:
+                deadlock = getattr(exc.orig, "sqlstate", None) == DEADLOCK_DETECTED
+                if not deadlock or attempt == TRUNCATE_ATTEMPTS - 1:
+                    raise
     async with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-            return
         for table in tables:
             await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608
         has_sequences = await connection.execute(

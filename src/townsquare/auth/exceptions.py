@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from townsquare.platform.errors import Forbidden, Unauthorized
+from townsquare.platform.errors import AppError, Conflict, Forbidden, NotFound, Unauthorized
 
 
 class InvalidToken(Unauthorized):
@@ -29,3 +29,33 @@ class InactiveUser(Forbidden):
 
 class AdminRequired(Forbidden):
     detail = "Administrator rights required"
+
+
+class InvalidAccountToken(AppError):
+    status_code = 400
+    detail = "This link is invalid, expired or already used; ask for a new one"
+
+
+class EmailNotVerified(Forbidden):
+    detail = "Verify your email address first: follow the link in the verification mail"
+
+
+class EmailAlreadyVerified(Conflict):
+    detail = "This email address is already verified"
+
+
+class TooManyMails(AppError):
+    status_code = 429
+    detail = "Too many mails asked for; try again later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(retry_after)}  # type: ignore[misc]
+
+
+class ApiKeyNotAccepted(InvalidToken):
+    detail = "API keys are accepted only by POST /rooms/{name}/messages"
+
+
+class SessionNotFound(NotFound):
+    detail = "Session not found"

@@ -5,6 +5,7 @@ from typing import cast
 from fastapi import APIRouter, Request, Response, status
 
 from townsquare.auth import service as auth_service
+from townsquare.auth.client import Client
 from townsquare.auth.dependencies import CurrentUser, LoginForm, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
@@ -33,6 +34,7 @@ async def issue_token(
     session: SessionDep,
     passwords: Passwords,
     codec: Tokens,
+    client: Client,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email."""
     throttle = cast(LoginThrottle, request.app.state.login_throttle)
@@ -42,7 +44,7 @@ async def issue_token(
         session, passwords, email=form.username, password=form.password
     )
     await throttle.succeeded(form.username, client_ip)
-    return await auth_service.login(session, codec, user=user)
+    return await auth_service.login(session, codec, user=user, client=client)
 
 
 @router.post(
@@ -51,11 +53,17 @@ async def issue_token(
     responses=responses(InvalidRefreshToken, RefreshTokenReused),
 )
 async def refresh_token(
-    body: RefreshRequest, session: SessionDep, codec: Tokens, revocations: Revocations
+    body: RefreshRequest,
+    session: SessionDep,
+    codec: Tokens,
+    revocations: Revocations,
+    client: Client,
 ) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
     spent one ends its whole login (refresh tokens, access tokens and sockets)."""
-    return await auth_service.refresh(session, codec, revocations, refresh_token=body.refresh_token)
+    return await auth_service.refresh(
+        session, codec, revocations, refresh_token=body.refresh_token, client=client
+    )
 
 
 @router.post(

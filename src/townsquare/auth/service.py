@@ -8,6 +8,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from townsquare.auth import sessions
+from townsquare.auth.client import ClientInfo
 from townsquare.auth.exceptions import (
     InactiveUser,
     InvalidCredentials,
@@ -24,7 +26,7 @@ from townsquare.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_t
 from townsquare.platform.database import Database, utcnow
 from townsquare.platform.text import has_forbidden_characters
 from townsquare.users import service as users_service
-from townsquare.users.models import User
+from townsquare.users.models import PERSON, User
 
 # Longer passwords cannot be ours (signup caps them at 128); refusing them early keeps
 # a megabyte "password" from costing a hash.
@@ -55,7 +57,13 @@ async def authenticate(
 
 
 async def _issue_pair(
-    session: AsyncSession, codec: TokenCodec, *, user: User, family_id: str, now: datetime
+    session: AsyncSession,
+    codec: TokenCodec,
+    *,
+    user: User,
+    family_id: str,
+    now: datetime,
+    client: ClientInfo | None = None,
 ) -> TokenPair:
     refresh_token = new_refresh_token()
     session.add(
@@ -67,6 +75,14 @@ async def _issue_pair(
             expires_at=now + codec.refresh_ttl,
         )
     )
+    await sessions.record_use(
+        session,
+        user_id=user.id,
+        session_id=family_id,
+        now=now,
+        expires_at=now + codec.refresh_ttl,
+        client=client,
+    )
     await session.commit()
     return TokenPair(
         access_token=codec.encode_access(
@@ -77,8 +93,12 @@ async def _issue_pair(
     )
 
 
-async def login(session: AsyncSession, codec: TokenCodec, *, user: User) -> TokenPair:
-    return await _issue_pair(session, codec, user=user, family_id=uuid.uuid4().hex, now=utcnow())
+async def login(
+    session: AsyncSession, codec: TokenCodec, *, user: User, client: ClientInfo | None = None
+) -> TokenPair:
+    return await _issue_pair(
+        session, codec, user=user, family_id=uuid.uuid4().hex, now=utcnow(), client=client
+    )
 
 
 async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -> None:
@@ -87,6 +107,7 @@ async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+    await sessions.mark_ended(session, now=now, session_id=family_id)
     await session.commit()
 
 
@@ -96,6 +117,7 @@ async def refresh(
     revocations: SessionRevocations,
     *,
     refresh_token: str,
+    client: ClientInfo | None = None,
 ) -> TokenPair:
     now = utcnow()
     token_hash = hash_refresh_token(refresh_token)
@@ -132,7 +154,7 @@ async def refresh(
     if user is None or not user.is_active:
         await session.commit()
         raise InvalidToken()
-    return await _issue_pair(session, codec, user=user, family_id=family_id, now=now)
+    return await _issue_pair(session, codec, user=user, family_id=family_id, now=now, client=client)
 
 
 async def logout(
@@ -165,16 +187,19 @@ async def end_all_sessions(session: AsyncSession, user: User) -> None:
     """Invalidate every access and refresh token of `user`, within the caller's
     transaction (the caller commits)."""
     user.token_version += 1
+    now = utcnow()
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        .values(revoked_at=now)
     )
+    await sessions.mark_ended(session, now=now, user_id=user.id)
 
 
 async def load_login(database: Database, user_id: int, session_id: str | None) -> Login | None:
     """The account and whether login `session_id` is still open, in one statement on an
-    autocommit connection (one round trip): the principal cache's loader."""
+    autocommit connection (one round trip): the principal cache's loader. None for no
+    such person (a service account included)."""
     users = User.__table__
     if session_id is None:
         session_open: ColumnElement[bool] = true()
@@ -197,7 +222,12 @@ async def load_login(database: Database, user_id: int, session_id: str | None) -
         users.c.is_active,
         users.c.token_version,
         session_open.label("session_open"),
-    ).where(users.c.id == user_id)
+    ).where(
+        users.c.id == user_id,
+        # An API key's service account never holds a user's token (it has no usable
+        # password); should one turn up anyway, it stands for no one.
+        users.c.kind == PERSON,
+    )
     async with database.reader() as connection:
         row = (await connection.execute(statement)).one_or_none()
     if row is None:

@@ -14,6 +14,8 @@ from starlette.requests import HTTPConnection
 
 from townsquare.config import Settings
 from townsquare.platform.database import Database
+from townsquare.platform.jobs import Jobs
+from townsquare.platform.ratelimit import RateLimiter
 
 
 async def get_settings(connection: HTTPConnection) -> Settings:
@@ -22,6 +24,14 @@ async def get_settings(connection: HTTPConnection) -> Settings:
 
 async def get_database(connection: HTTPConnection) -> Database:
     return cast(Database, connection.app.state.database)
+
+
+async def get_jobs(connection: HTTPConnection) -> Jobs:
+    return cast(Jobs, connection.app.state.jobs)
+
+
+async def get_rate_limiter(connection: HTTPConnection) -> RateLimiter:
+    return cast(RateLimiter, connection.app.state.rate_limiter)
 
 
 async def get_session(
@@ -41,6 +51,8 @@ async def get_reader(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 # An autocommit connection for a route whose reads are each one statement (see
 # `Database.read_engine`): one round trip per read, no BEGIN or ROLLBACK.
 ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]

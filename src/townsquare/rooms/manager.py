@@ -21,7 +21,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from townsquare.auth.exceptions import InvalidToken
+from townsquare.auth import accounts
+from townsquare.auth.exceptions import EmailNotVerified, InvalidToken
 from townsquare.auth.principals import PrincipalCache
 from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevocations
 from townsquare.auth.tokens import AccessClaims, TokenCodec
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from townsquare.rooms.connection import Connection
 
 logger = logging.getLogger(__name__)
+NOT_VERIFIED = EmailNotVerified.detail
 
 CONTROL_CHANNEL = "control"
 # `joined.online` lists at most this many users; `online_count` is exact.
@@ -294,6 +296,11 @@ class ConnectionManager:
         if name in connection.rooms:
             await self.leave(connection, name)
         try:
+            if not await accounts.may_participate(
+                self.database, self.settings, connection.account.id
+            ):
+                connection.send_text(error_text(ErrorCode.EMAIL_NOT_VERIFIED, NOT_VERIFIED, ref))
+                return
             room_id, room_name = await rooms_service.joinable_room(
                 self.database, name=name, user_id=connection.account.id
             )

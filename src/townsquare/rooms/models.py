@@ -66,4 +66,5 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Indexed for the purge (old idempotency keys, MESSAGE_RETENTION_DAYS).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

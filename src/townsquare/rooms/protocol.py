@@ -194,6 +194,7 @@ class ErrorCode(StrEnum):
     ROOM_NOT_FOUND = "room_not_found"
     NOT_JOINED = "not_joined"
     RATE_LIMITED = "rate_limited"
+    EMAIL_NOT_VERIFIED = "email_not_verified"  # REQUIRE_VERIFIED_EMAIL: verify, then join
     INTERNAL = "internal_error"
 
 

@@ -4,12 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
+from townsquare.auth import accounts
 from townsquare.auth.dependencies import CurrentUser
-from townsquare.auth.exceptions import InvalidToken
-from townsquare.platform.dependencies import SessionDep
+from townsquare.auth.exceptions import EmailNotVerified, InvalidToken
+from townsquare.platform.dependencies import SessionDep, SettingsDep
 from townsquare.platform.errors import responses
 from townsquare.rooms import service as rooms_service
-from townsquare.rooms.dependencies import Manager, VisibleRoom
+from townsquare.rooms.dependencies import Manager, MessagePoster, VisibleRoom
 from townsquare.rooms.exceptions import (
     IdempotencyKeyReused,
     MemberNotFound,
@@ -30,7 +31,7 @@ from townsquare.rooms.schemas import (
 )
 from townsquare.rooms.store import RoomRef
 from townsquare.users.exceptions import UserNotFound
-from townsquare.users.schemas import MAX_DB_INT, UserPublic
+from townsquare.users.schemas import MAX_DB_INT
 
 router = APIRouter(prefix="/rooms", tags=["rooms"])
 
@@ -168,12 +169,13 @@ async def list_messages(
     "/{name}/messages",
     response_model=MessageRead,
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidToken, RoomNotFound, IdempotencyKeyReused),
+    responses=responses(InvalidToken, EmailNotVerified, RoomNotFound, IdempotencyKeyReused),
 )
 async def post_message(
     body: MessageCreate,
-    room: VisibleRoom,
-    user: CurrentUser,
+    poster: MessagePoster,
+    session: SessionDep,
+    settings: SettingsDep,
     manager: Manager,
     response: Response,
     idempotency_key: Annotated[
@@ -184,14 +186,19 @@ async def post_message(
             max_length=128,
             pattern=r"^[\x21-\x7e]+$",
             description="Any unique string of visible ASCII; a retried post with the same "
-            "key (same user, same room) returns the message stored by the first one.",
+            "key (same author, same room) within IDEMPOTENCY_KEY_TTL_SECONDS returns the "
+            "message stored by the first one.",
         ),
     ] = None,
 ) -> MessageRead:
-    """Store a message and deliver it live to the room."""
+    """Store a message and deliver it live to the room. Also takes an API key (as
+    `Authorization: Bearer <key>`) for one of the key's rooms; the author is then the
+    key's name."""
+    if not poster.is_api_key:
+        await accounts.ensure_email_verified(session, settings, poster.author.id)
     message, created = await manager.send_message(
-        RoomRef(room.id, room.name),
-        author=UserPublic(id=user.id, name=user.name),
+        RoomRef(poster.room.id, poster.room.name),
+        author=poster.author,
         body=body.body,
         idempotency_key=idempotency_key,
     )

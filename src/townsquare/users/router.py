@@ -1,18 +1,27 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 from sqlalchemy import RowMapping
 
+from townsquare.auth import accounts
 from townsquare.auth import service as auth_service
 from townsquare.auth.dependencies import AdminUser, CurrentUser, Passwords, Revocations
 from townsquare.auth.exceptions import AdminRequired, InvalidToken
 from townsquare.auth.principals import Principal
 from townsquare.auth.revocations import AccountChange, ChangeKind
-from townsquare.platform.dependencies import DatabaseDep, ReaderDep, SessionDep
+from townsquare.platform.dependencies import (
+    DatabaseDep,
+    JobsDep,
+    ReaderDep,
+    SessionDep,
+    SettingsDep,
+)
 from townsquare.platform.errors import responses
+from townsquare.platform.jobs import JobsUnavailable
 from townsquare.users import service as users_service
 from townsquare.users.exceptions import (
     CannotDemoteSelf,
@@ -21,6 +30,7 @@ from townsquare.users.exceptions import (
     UserNotFound,
     WrongCurrentPassword,
 )
+from townsquare.users.models import User
 from townsquare.users.schemas import (
     MAX_DB_INT,
     UserAdminUpdate,
@@ -29,6 +39,8 @@ from townsquare.users.schemas import (
     UserRead,
     UserUpdate,
 )
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["users"])
 
@@ -52,15 +64,34 @@ def _visible(user: Mapping[str, Any] | RowMapping, viewer: Principal) -> UserRea
     status_code=status.HTTP_201_CREATED,
     responses=responses(EmailAlreadyRegistered),
 )
-async def create_user(body: UserCreate, session: SessionDep, passwords: Passwords) -> UserRead:
-    """Sign up. Anyone may call this; the new account is a regular user."""
+async def create_user(
+    body: UserCreate,
+    session: SessionDep,
+    passwords: Passwords,
+    jobs: JobsDep,
+    settings: SettingsDep,
+) -> UserRead:
+    """Sign up. Anyone may call this; the new account is a regular user, and a
+    verification mail goes to `email`."""
     user = await users_service.create_user(
         session,
         name=body.name,
         email=body.email,
         password_hash=await passwords.hash(body.password),
     )
+    await _send_verification(session, jobs, settings, user)
     return UserRead.model_validate(user)
+
+
+async def _send_verification(
+    session: SessionDep, jobs: JobsDep, settings: SettingsDep, user: User
+) -> None:
+    # The account exists either way; without the job queue, the owner asks for another
+    # mail later (POST /me/verification-email).
+    try:
+        await accounts.send_verification(session, jobs, settings, user=user)
+    except JobsUnavailable:
+        logger.warning("verification mail for user %s not queued", user.id)
 
 
 @router.get("/users", response_model=list[UserRead | UserPublic], responses=_AUTH)
@@ -106,10 +137,14 @@ async def update_me(
     session: SessionDep,
     passwords: Passwords,
     revocations: Revocations,
+    jobs: JobsDep,
+    settings: SettingsDep,
 ) -> UserRead:
     """Change one's name, email or password. Email and password changes need
-    `current_password`; a new password ends every session, this one included."""
+    `current_password`; a new password ends every session, this one included. A new
+    email is unverified until the link mailed to it is followed."""
     user = await users_service.get_user(session, caller.id)
+    previous_email = user.email
     sensitive = body.email is not None or body.password is not None
     # The schema already insists on current_password when `sensitive`.
     if sensitive and not await passwords.verify(user.password_hash, body.current_password or ""):
@@ -127,6 +162,8 @@ async def update_me(
         await revocations.revoked(updated.id)
     else:
         await revocations.announce(AccountChange(updated.id, ChangeKind.ACCOUNT_UPDATED))
+    if updated.email != previous_email:
+        await _send_verification(session, jobs, settings, updated)
     return UserRead.model_validate(updated)
 
 

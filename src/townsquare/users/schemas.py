@@ -136,6 +136,10 @@ class UserRead(UserPublic):
         description="Email address; shown only to its owner and admins.",
         json_schema_extra={"format": "email"},
     )
+    email_verified: bool = Field(
+        description="Whether the owner followed the link mailed to `email`; false again "
+        "after the email changes."
+    )
     is_admin: bool = Field(description="Whether the user is an administrator.")
     is_active: bool = Field(description="False when an admin has disabled the account.")
     created_at: datetime = Field(description="When the account was created (UTC).")

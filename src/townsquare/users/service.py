@@ -12,10 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from townsquare.platform.database import Database, OneRowRead
 from townsquare.platform.errors import Forbidden
 from townsquare.users.exceptions import EmailAlreadyRegistered, LastAdmin, UserNotFound
-from townsquare.users.models import User
+from townsquare.users.models import PERSON, User
 
-# What a reader sees of an account (no secrets).
-_ACCOUNT_COLUMNS = (User.id, User.name, User.email, User.is_admin, User.is_active, User.created_at)
+# What a reader sees of an account (no secrets); the fields of `UserRead`.
+_ACCOUNT_COLUMNS = (
+    User.id,
+    User.name,
+    User.email,
+    User.email_verified_at.is_not(None).label("email_verified"),
+    User.is_admin,
+    User.is_active,
+    User.created_at,
+)
 _READ_USER = OneRowRead(select(*_ACCOUNT_COLUMNS).where(User.id == bindparam("user_id")))
 
 
@@ -41,7 +49,14 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
 
 
 async def list_users(connection: AsyncConnection, *, skip: int, limit: int) -> Sequence[RowMapping]:
-    statement = select(*_ACCOUNT_COLUMNS).order_by(User.id).offset(skip).limit(limit)
+    # Service accounts (API keys) author messages but are not people to list.
+    statement = (
+        select(*_ACCOUNT_COLUMNS)
+        .where(User.kind == PERSON)
+        .order_by(User.id)
+        .offset(skip)
+        .limit(limit)
+    )
     return (await connection.execute(statement)).mappings().all()
 
 
@@ -76,6 +91,8 @@ async def update_user(
         if await get_user_by_email(session, email) is not None:
             raise EmailAlreadyRegistered()
         user.email = email
+        # A new address is unverified until its owner follows the link mailed to it.
+        user.email_verified_at = None
     if password_hash is not None:
         user.password_hash = password_hash
     try:
