@@ -28,7 +28,7 @@ from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
 from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
-from townsquare.config import Settings
+from townsquare.config import Environment, Settings
 from townsquare.jobs import JobContext, register_jobs
 from townsquare.platform import migrations, tracing
 from townsquare.platform.broker.factory import create_backend
@@ -162,6 +162,7 @@ def create_app(
                     settings.smtp_url.get_secret_value() if settings.smtp_url else None,
                     sender=settings.mail_from,
                     timeout=settings.smtp_timeout_seconds,
+                    log_bodies=settings.env is Environment.DEVELOPMENT,
                 ),
                 jobs=jobs,
             ),

@@ -16,7 +16,7 @@ import sys
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from townsquare.config import Settings
+from townsquare.config import Environment, Settings
 from townsquare.jobs import JobContext, register_jobs
 from townsquare.main import create_jobs_engine
 from townsquare.platform import migrations
@@ -49,6 +49,7 @@ async def run(settings: Settings) -> int:
         settings.smtp_url.get_secret_value() if settings.smtp_url else None,
         sender=settings.mail_from,
         timeout=settings.smtp_timeout_seconds,
+        log_bodies=settings.env is Environment.DEVELOPMENT,
     )
     register_jobs(jobs, JobContext(settings=settings, database=database, mailer=mailer, jobs=jobs))
     metrics_server = None

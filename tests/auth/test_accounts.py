@@ -47,13 +47,13 @@ async def test_signup_mails_a_link_that_verifies_the_account(
     assert (await client.get("/me", headers=headers)).json()["email_verified"] is True
     # Single use.
     again = await client.post("/auth/verify-email", json={"token": token_in(mail)})
-    assert again.status_code == 400
+    assert again.status_code == 404
     assert "already used" in again.json()["detail"]
 
 
 async def test_verify_email_with_unknown_token_returns_400(client: httpx.AsyncClient) -> None:
     response = await client.post("/auth/verify-email", json={"token": "not-a-real-token"})
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert response.json()["detail"].startswith("This link is invalid")
 
 
@@ -71,7 +71,7 @@ async def test_verification_link_of_an_old_address_verifies_nothing(
     await mail_server.wait_for(2)
     [second] = mail_server.to("new@example.com")
     stale = await client.post("/auth/verify-email", json={"token": token_in(first)})
-    assert stale.status_code == 400
+    assert stale.status_code == 404
     assert (
         await client.post("/auth/verify-email", json={"token": token_in(second)})
     ).status_code == 204
@@ -136,7 +136,7 @@ async def test_password_reset_mails_a_link_that_sets_a_new_password_and_ends_ses
         "/auth/password-reset/confirm",
         json={"token": token_in(mail), "new_password": "third password!"},
     )
-    assert replay.status_code == 400
+    assert replay.status_code == 404
 
 
 async def test_password_reset_for_unknown_email_answers_the_same_and_mails_nothing(
@@ -175,7 +175,7 @@ async def test_expired_reset_link_is_refused(database_url: str, mail_server: Mai
                 "/auth/password-reset/confirm",
                 json={"token": token_in(mail), "new_password": "never set this"},
             )
-            assert response.status_code == 400
+            assert response.status_code == 404
             assert (await _login(client, "old@example.com", "first password")).status_code == 200
         from tests.support import databases
 

@@ -36,6 +36,9 @@ INTERPOLATION = re.compile(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}")
 # The container's addresses, replaced by this machine's.
 CONTAINER_ONLY = {"HOST", "PORT", "PROMETHEUS_MULTIPROC_DIR"}
 
+# compose insists on a mail server; none is needed here (no mail is followed).
+SMTP_URL = "smtp://127.0.0.1:25"
+
 
 def _interpolate(value: str, given: dict[str, str]) -> str:
     def substitute(match: re.Match[str]) -> str:
@@ -75,7 +78,7 @@ def dockerfile_runtime() -> tuple[dict[str, str], list[str]]:
 
 
 def test_compose_default_is_a_topology_that_cannot_split() -> None:
-    env = compose_environment({"SECRET_KEY": TEST_SECRET})
+    env = compose_environment({"SECRET_KEY": TEST_SECRET, "SMTP_URL": SMTP_URL})
     assert int(env["WEB_CONCURRENCY"]) > 1, "the default should show more than one worker"
     assert env["REDIS_URL"].startswith("redis://")
     assert env["DATABASE_URL"].startswith("postgresql+asyncpg://")
@@ -100,7 +103,7 @@ async def test_compose_default_topology_delivers_every_message_once_in_seq_order
     assert command[0] == "gunicorn", command
     env = {
         **{k: v for k, v in image_env.items() if k not in CONTAINER_ONLY},
-        **compose_environment({"SECRET_KEY": TEST_SECRET}),
+        **compose_environment({"SECRET_KEY": TEST_SECRET, "SMTP_URL": SMTP_URL}),
         "DATABASE_URL": fresh_database_url,
         "REDIS_URL": shared_redis_url,
         "BROKER_CHANNEL_PREFIX": random_prefix(),

@@ -31,8 +31,9 @@ class AdminRequired(Forbidden):
     detail = "Administrator rights required"
 
 
-class InvalidAccountToken(AppError):
-    status_code = 400
+class InvalidAccountToken(NotFound):
+    # 404: the token names a pending verification or reset, and there is none (never
+    # mailed, expired, or already used); a made-up token is not a malformed request.
     detail = "This link is invalid, expired or already used; ask for a new one"
 
 
