@@ -24,6 +24,7 @@ from townsquare.platform import migrations
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import create_database
+from townsquare.platform.docs import install_docs
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import Readiness
 from townsquare.platform.health import router as health_router
@@ -127,8 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if docs
         else "",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # /docs is served by platform/docs.py from local files; no ReDoc (see there).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
@@ -172,7 +174,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,
-        docs_paths={"/docs", "/redoc", "/docs/oauth2-redirect"} if docs else (),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rooms_router)
     app.include_router(websocket.router)
     if docs:
+        install_docs(app, openapi_url="/openapi.json")
         app.include_router(asyncapi.router)
     return app
 

@@ -1,0 +1,125 @@
+"""Browser tests: a real server process, Debian's Chromium driven by Playwright, and
+helpers that act as a person would (fill the forms, click, read what is visible)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+
+from tests.conftest import TEST_SECRET
+from tests.support.server import ServerProcess, run_server
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+# Without these, Chromium reaches for Google's hosts at start and waits on them.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "long enough password"
+PHONE = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+# `make screenshots` points this at docs/screenshots; otherwise they go to a temp dir,
+# so every run still takes them.
+SCREENSHOTS_ENV = "SCREENSHOTS_DIR"
+
+
+def server_env(folder: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'web.db'}",
+        "SECRET_KEY": TEST_SECRET,
+        "ENV": "test",
+        "PASSWORD_HASH_TIME_COST": "1",
+        "PASSWORD_HASH_MEMORY_KIB": "64",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("web")
+    with run_server(server_env(folder), folder / "server.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per session, before any I/O
+        message = f"Chromium not found at {CHROMIUM}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; .ci/run installs it", pytrace=False)
+        pytest.skip(message)
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get(SCREENSHOTS_ENV)
+    folder = Path(configured) if configured else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass
+class Watched:
+    """A page and every script error and console error it produced."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+
+def watch(page: Page) -> Watched:
+    watched = Watched(page)
+    page.on("pageerror", lambda error: watched.errors.append(f"pageerror: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            watched.errors.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    return watched
+
+
+async def new_page(
+    browser: Browser, *, viewport: dict[str, int] | None = None, **options: Any
+) -> tuple[BrowserContext, Watched]:
+    context = await browser.new_context(viewport=viewport or DESKTOP, **options)  # type: ignore[arg-type]
+    return context, watch(await context.new_page())
+
+
+@dataclass
+class ApiUser:
+    id: int
+    name: str
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def api_user(base_url: str, name: str, email: str, *, password: str = PASSWORD) -> ApiUser:
+    """Sign up (if new) and log in over the JSON API, as another client would."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        created = http.post("/users", json={"name": name, "email": email, "password": password})
+        assert created.status_code in (201, 409), created.text
+        token = http.post("/auth/token", data={"username": email, "password": password})
+        assert token.status_code == 200, token.text
+        me = http.get("/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        return ApiUser(me.json()["id"], name, email, token.json()["access_token"])
