@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from townsquare.auth import service as auth_service
+from townsquare.auth.cookies import RefreshCookieDep
 from townsquare.auth.dependencies import CurrentUser, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
@@ -31,12 +33,14 @@ async def issue_token(
     session: SessionDep,
     passwords: Passwords,
     codec: Tokens,
+    cookie: RefreshCookieDep,
+    response: Response,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email."""
     user = await auth_service.authenticate(
         session, passwords, email=form.username, password=form.password
     )
-    return await auth_service.login(session, codec, user=user)
+    return cookie.deliver(response, await auth_service.login(session, codec, user=user))
 
 
 @router.post(
@@ -44,10 +48,18 @@ async def issue_token(
     response_model=TokenPair,
     responses=responses(InvalidRefreshToken, RefreshTokenReused),
 )
-async def refresh_token(body: RefreshRequest, session: SessionDep, codec: Tokens) -> TokenPair:
+async def refresh_token(
+    session: SessionDep,
+    codec: Tokens,
+    cookie: RefreshCookieDep,
+    response: Response,
+    body: RefreshRequest | None = None,
+) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
-    spent one revokes every token of its login."""
-    return await auth_service.refresh(session, codec, refresh_token=body.refresh_token)
+    spent one revokes every token of its login. With `X-Refresh-Cookie: true` the token
+    comes from the cookie and the body may be left out."""
+    token = cookie.refresh_token(body)
+    return cookie.deliver(response, await auth_service.refresh(session, codec, refresh_token=token))
 
 
 @router.post(
@@ -56,9 +68,23 @@ async def refresh_token(body: RefreshRequest, session: SessionDep, codec: Tokens
     response_class=Response,
     responses=responses(InvalidRefreshToken),
 )
-async def logout(body: RefreshRequest, session: SessionDep) -> None:
-    """Revoke the refresh token and every token rotated from the same login."""
-    await auth_service.logout(session, refresh_token=body.refresh_token)
+async def logout(
+    session: SessionDep,
+    cookie: RefreshCookieDep,
+    response: Response,
+    body: RefreshRequest | None = None,
+) -> None:
+    """Revoke the refresh token and every token rotated from the same login. With
+    `X-Refresh-Cookie: true` the cookie's login ends and the cookie is cleared; that
+    form always answers 204, as there is nothing left to sign out of."""
+    if cookie.enabled and body is None:
+        cookie.clear(response)
+        if cookie.value is None:
+            return
+        with contextlib.suppress(InvalidRefreshToken):
+            await auth_service.logout(session, refresh_token=cookie.refresh_token(None))
+        return
+    await auth_service.logout(session, refresh_token=cookie.refresh_token(body))
 
 
 @router.post(
