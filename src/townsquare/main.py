@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.admin.router import router as admin_router
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.revocations import SessionRevocations
@@ -28,6 +29,7 @@ from townsquare.platform.docs import install_docs
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import Readiness
 from townsquare.platform.health import router as health_router
+from townsquare.platform.instances import InstanceRegistry, create_instance_store
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
 from townsquare.platform.middleware.access_log import AccessLogMiddleware
@@ -97,6 +99,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             revocations=app.state.revocations,
         )
         await rooms.start()
+        instances = app.state.instances = InstanceRegistry(
+            create_instance_store(
+                settings.redis_url,
+                prefix=settings.broker_channel_prefix,
+                timeout=settings.broker_timeout_seconds,
+            ),
+            load=rooms.load,
+            broker_healthy=hub.is_healthy,
+            instance_id=hub.instance_id,
+        )
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
@@ -108,10 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # SIGTERM: say `bye` and close with 1012 before the server drops connections.
         drain.register(lambda: rooms.shutdown(grace=settings.graceful_timeout / 3))
         try:
-            async with metrics.sampling():
+            async with metrics.sampling(), instances.running():
                 yield
         finally:
             await rooms.shutdown()
+            await instances.store.aclose()
             await hub.stop()
             await presence.aclose()
             await rate_limiter.close()
@@ -183,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(admin_router)
     app.add_api_route(
         "/",
         _web_index,

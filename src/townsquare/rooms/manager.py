@@ -23,6 +23,7 @@ from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevoca
 from townsquare.config import Settings
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import Database
+from townsquare.platform.instances import InstanceLoad
 from townsquare.platform.presence import PresenceStore, PresenceUnavailable
 from townsquare.rooms.protocol import (
     CloseCode,
@@ -132,6 +133,7 @@ class ConnectionManager:
         self.connections: set[Connection] = set()
         self.accepting = True
         self._control = _ControlSink(self)
+        self._messages_published = 0  # for the admin page (platform/instances.py)
 
     async def start(self) -> None:
         await self.hub.subscribe(CONTROL_CHANNEL, self._control)
@@ -149,9 +151,15 @@ class ConnectionManager:
 
         Every new message, from `/ws` `send` or from the REST route, passes here once
         (the counting point for messages in)."""
+        self._messages_published += 1
         text = message_frame(message).model_dump_json()
         payload = b"%b%d\n%b" % (_STORED, message.seq, text.encode())
         await self.hub.publish(room_channel(message.room), payload)
+
+    def load(self) -> InstanceLoad:
+        """What this instance carries now: sockets, rooms in use, messages published."""
+        rooms = {room for connection in self.connections for room in connection.rooms}
+        return InstanceLoad(len(self.connections), len(rooms), self._messages_published)
 
     async def _publish_ephemeral(self, room: str, frame: PresenceFrame | TypingEventFrame) -> None:
         payload = _EPHEMERAL + b"\n" + frame.model_dump_json().encode()
