@@ -197,13 +197,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(users_router)
     app.include_router(admin_router)
-    app.add_api_route(
-        "/",
-        _web_index,
-        methods=["GET", "HEAD"],
-        response_class=FileResponse,
-        include_in_schema=False,
-    )
+    # The page and its admin view are one document; the script shows the view the
+    # path names.
+    for page in ("/", "/admin"):
+        app.add_api_route(
+            page,
+            _web_index,
+            methods=["GET", "HEAD"],
+            response_class=FileResponse,
+            include_in_schema=False,
+        )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     app.include_router(rooms_router)
     app.include_router(websocket.router)
