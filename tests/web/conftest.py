@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.conftest import TEST_SECRET
 from tests.support.server import ServerProcess, run_server
@@ -48,9 +58,17 @@ def server_env(folder: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("web")
-    with run_server(server_env(folder), folder / "server.log") as process:
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of this module's server (its database, for the CLI)."""
+    return server_env(tmp_path_factory.mktemp("web"))
+
+
+@pytest.fixture(scope="module")
+def server(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    with run_server(env, log) as process:
         yield process
 
 
@@ -123,3 +141,68 @@ def api_user(base_url: str, name: str, email: str, *, password: str = PASSWORD) 
         assert token.status_code == 200, token.text
         me = http.get("/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
         return ApiUser(me.json()["id"], name, email, token.json()["access_token"])
+
+
+def make_admin(env: dict[str, str], name: str, email: str) -> None:
+    """`townsquare create-admin` against the server's database, as an operator would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "townsquare.cli", "create-admin", "--email", email, "--name", name],
+        env={**os.environ, **env, "TOWNSQUARE_ADMIN_PASSWORD": PASSWORD},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+
+
+async def sign_up(page: Page, base_url: str, name: str, email: str) -> None:
+    """Fill the sign-up form as a person would; return once the chat is on screen."""
+    await page.goto(base_url)
+    form = page.locator("#signup-form")
+    await form.get_by_label("Name").fill(name)
+    await form.get_by_label("Email").fill(email)
+    await form.get_by_label("Password").fill(PASSWORD)
+    await form.get_by_role("button", name="Sign up").click()
+    await expect(page.locator("#whoami")).to_have_text(name)
+    await expect(page.locator("#status")).to_have_text("Connected")
+
+
+async def log_in(page: Page, base_url: str, email: str) -> None:
+    await page.goto(base_url)
+    form = page.locator("#login-form")
+    await form.get_by_label("Email").fill(email)
+    await form.get_by_label("Password").fill(PASSWORD)
+    await form.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#chat")).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("Connected")
+
+
+async def create_room(page: Page, name: str, *, topic: str = "", private: bool = False) -> None:
+    await page.get_by_role("button", name="New room").click()
+    dialog = page.locator("#room-dialog")
+    await dialog.get_by_label("Name").fill(name)
+    if topic:
+        await dialog.get_by_label("Topic").fill(topic)
+    if private:
+        await dialog.get_by_label("Private").check()
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog).to_be_hidden()
+    await expect(page.locator("#room-title")).to_contain_text(name)
+
+
+async def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+
+
+def room_button(page: Page, name: str) -> Locator:
+    return page.locator(f"#rooms button[data-room='{name}']")
+
+
+async def no_sideways_scroll(page: Page) -> None:
+    """Nothing on the page is wider than the window (no horizontal scroll bar)."""
+    widths = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]"
+    )
+    assert max(widths[:2]) <= widths[2], f"page {widths[:2]} wider than window {widths[2]}"

@@ -217,7 +217,9 @@ export class Chat {
           "aria-label": label,
           onclick: () => this.open(room.name),
         },
-        h("span.sigil", { "aria-hidden": "true" }, room.info.private ? "🔒" : "#"),
+        room.info.private
+          ? h("span.sigil.lock", { role: "img", "aria-label": "private" })
+          : h("span.sigil", { "aria-hidden": "true" }, "#"),
         h("span.room-name", {}, room.name),
         unread ? h("span.badge", { "aria-hidden": "true" }, unread > 99 ? "99+" : String(unread)) : null,
       ),
@@ -391,6 +393,13 @@ export class Chat {
       clearTimeout(this.outbox.get(message.client_id).timer);
       this.outbox.delete(message.client_id);
     }
+    const typing = message.author && room.typing.get(message.author.id);
+    if (typing) {
+      // Their message is here: they stopped typing it.
+      clearTimeout(typing.timer);
+      room.typing.delete(message.author.id);
+      if (room.name === this.current) this.renderTyping();
+    }
     const mine = message.author && this.me && message.author.id === this.me.id;
     if (mine) this.markRead(room, message.seq);
     if (room.name === this.current) {
@@ -489,7 +498,12 @@ export class Chat {
   renderHeader() {
     const room = this.rooms.get(this.current);
     if (!room) return;
-    $("#room-title").textContent = `${room.info.private ? "🔒 " : "# "}${room.name}`;
+    $("#room-title").replaceChildren(
+      room.info.private
+        ? h("span.sigil.lock", { role: "img", "aria-label": "private room" })
+        : h("span.sigil", { "aria-hidden": "true" }, "#"),
+      room.name,
+    );
     $("#room-topic").textContent = room.info.topic || "";
     $("#room-topic").hidden = !room.info.topic;
     $("#room-settings").hidden = !this.canManage(room);

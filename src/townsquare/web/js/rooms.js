@@ -38,6 +38,15 @@ export class RoomDialogs {
     this.users = null;
     this.members = [];
     for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+    // Nothing of the previous session stays in the page, shown or not.
+    $("#members-title").textContent = "Members";
+    $("#settings-title").textContent = "Room settings";
+    $("#confirm-title").textContent = "";
+    $("#confirm-text").textContent = "";
+    $("#members").replaceChildren();
+    $("#candidates").replaceChildren();
+    for (const form of document.querySelectorAll("dialog form")) form.reset();
+    for (const error of document.querySelectorAll("dialog .error")) error.textContent = "";
   }
 
   // -- create ------------------------------------------------------------------------
