@@ -76,6 +76,7 @@ export class Chat {
     this.lastTypingSent = 0;
     this.renderedUpTo = 0; // highest seq rendered in the open room
     this.active = false;
+    this.discovering = false;
     this.bind();
   }
 
@@ -85,9 +86,12 @@ export class Chat {
     this.me = me;
     this.active = true;
     const stored = localStorage.getItem(this.readsKey());
-    this.reads = stored ? JSON.parse(stored) : null;
+    const firstVisit = stored === null;
+    this.reads = firstVisit ? {} : JSON.parse(stored);
+    this.discovering = !firstVisit;
     await this.loadRooms();
-    if (this.reads === null) {
+    this.discovering = true;
+    if (firstVisit) {
       // First visit on this browser: what is there now counts as read; rooms that
       // appear from now on, and messages that arrive, are new.
       this.reads = {};
@@ -113,6 +117,7 @@ export class Chat {
     this.joinQueue = [];
     this.current = null;
     this.reads = {};
+    this.discovering = false;
     $("#rooms").replaceChildren();
     $("#messages").replaceChildren();
     $("#room-title").textContent = "";
@@ -155,7 +160,8 @@ export class Chat {
         room.info = info;
       } else {
         this.rooms.set(info.name, new Room(info));
-        if (this.reads && !(info.name in this.reads)) this.reads[info.name] = 0;
+        // A room that appears later is new: everything in it is unread.
+        if (this.discovering && !(info.name in this.reads)) this.reads[info.name] = 0;
         this.queueJoin(info.name);
       }
     }
