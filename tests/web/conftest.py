@@ -132,15 +132,17 @@ class ApiUser:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def api_user(base_url: str, name: str, email: str, *, password: str = PASSWORD) -> ApiUser:
+async def api_user(base_url: str, name: str, email: str, *, password: str = PASSWORD) -> ApiUser:
     """Sign up (if new) and log in over the JSON API, as another client would."""
-    with httpx.Client(base_url=base_url, timeout=10) as http:
-        created = http.post("/users", json={"name": name, "email": email, "password": password})
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        account = {"name": name, "email": email, "password": password}
+        created = await http.post("/users", json=account)
         assert created.status_code in (201, 409), created.text
-        token = http.post("/auth/token", data={"username": email, "password": password})
+        token = await http.post("/auth/token", data={"username": email, "password": password})
         assert token.status_code == 200, token.text
-        me = http.get("/me", headers={"Authorization": f"Bearer {token.json()['access_token']}"})
-        return ApiUser(me.json()["id"], name, email, token.json()["access_token"])
+        access = token.json()["access_token"]
+        me = await http.get("/me", headers={"Authorization": f"Bearer {access}"})
+        return ApiUser(me.json()["id"], name, email, access)
 
 
 def make_admin(env: dict[str, str], name: str, email: str) -> None:

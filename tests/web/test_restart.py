@@ -24,12 +24,12 @@ async def test_restart_with_messages_sent_meanwhile_shows_each_once_in_order_and
     with ExitStack() as stack:
         first = stack.enter_context(run_server(env, tmp_path / "first.log", port=port))
         base = first.base_url
-        poster = api_user(base, "Poster", "poster@example.com")
-        reader = api_user(base, "Reader", "reader@example.com")
-        with httpx.Client(base_url=base, headers=poster.headers) as http:
-            assert http.post("/rooms", json={"name": "ops"}).status_code == 201
+        poster = await api_user(base, "Poster", "poster@example.com")
+        reader = await api_user(base, "Reader", "reader@example.com")
+        async with httpx.AsyncClient(base_url=base, headers=poster.headers) as http:
+            assert (await http.post("/rooms", json={"name": "ops"})).status_code == 201
             for number in (1, 2):
-                http.post("/rooms/ops/messages", json={"body": f"before {number}"})
+                await http.post("/rooms/ops/messages", json={"body": f"before {number}"})
 
         context, watched = await new_page(browser)
         page = watched.page
@@ -55,9 +55,9 @@ async def test_restart_with_messages_sent_meanwhile_shows_each_once_in_order_and
         # recover these from the server, not see them live.
         await context.set_offline(True)
         stack.enter_context(run_server(env, tmp_path / "second.log", port=port))
-        with httpx.Client(base_url=base, headers=poster.headers) as http:
+        async with httpx.AsyncClient(base_url=base, headers=poster.headers) as http:
             for number in (1, 2, 3):
-                posted = http.post("/rooms/ops/messages", json={"body": f"during {number}"})
+                posted = await http.post("/rooms/ops/messages", json={"body": f"during {number}"})
                 assert posted.status_code == 201, posted.text
         await expect(pending).to_be_visible()
         await context.set_offline(False)
@@ -71,7 +71,7 @@ async def test_restart_with_messages_sent_meanwhile_shows_each_once_in_order_and
         )
         assert seqs == [1, 2, 3, 4, 5, 6]
         # Stored once, however many times the page tried.
-        with httpx.Client(base_url=base, headers=poster.headers) as http:
-            stored = http.get("/rooms/ops/messages").json()
+        async with httpx.AsyncClient(base_url=base, headers=poster.headers) as http:
+            stored = (await http.get("/rooms/ops/messages")).json()
         assert [m["body"] for m in stored] == [*expected, "typed while offline"]
         await context.close()
