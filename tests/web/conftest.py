@@ -20,6 +20,7 @@ from playwright.async_api import (
     ConsoleMessage,
     Locator,
     Page,
+    ViewportSize,
     async_playwright,
     expect,
 )
@@ -39,8 +40,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "long enough password"
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 360, "height": 740}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 # `make screenshots` points this at docs/screenshots; otherwise they go to a temp dir,
 # so every run still takes them.
 SCREENSHOTS_ENV = "SCREENSHOTS_DIR"
@@ -114,9 +115,9 @@ def watch(page: Page) -> Watched:
 
 
 async def new_page(
-    browser: Browser, *, viewport: dict[str, int] | None = None, **options: Any
+    browser: Browser, *, viewport: ViewportSize | None = None, **options: Any
 ) -> tuple[BrowserContext, Watched]:
-    context = await browser.new_context(viewport=viewport or DESKTOP, **options)  # type: ignore[arg-type]
+    context = await browser.new_context(viewport=viewport or DESKTOP, **options)
     return context, watch(await context.new_page())
 
 

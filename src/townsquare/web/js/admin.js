@@ -75,16 +75,20 @@ export class Admin {
   renderStats(stats) {
     const totals = stats.totals;
     const brokerOk = stats.broker.healthy;
-    const figure = (label, value, key, extra = {}) =>
-      h("div.figure", { dataset: { figure: key, ...extra } }, h("dt", {}, label), h("dd", {}, value));
+    const figure = (label, value, key, extra = {}, note = null) =>
+      h(
+        "div.figure",
+        { dataset: { figure: key } },
+        h("dt", {}, label),
+        h("dd", { dataset: extra }, value),
+        note ? h("p.note", {}, note) : null,
+      );
     $("#figures").replaceChildren(
       figure("Instances", stats.instances_known ? String(stats.instances.length) : "unknown", "instances"),
       figure("Open sockets", String(totals.sockets), "sockets"),
       figure("Rooms", String(totals.rooms), "rooms"),
       figure("Messages / s", totals.messages_per_second.toFixed(1), "rate"),
-      figure("Broker", `${brokerOk ? "Healthy" : "Down"} (${stats.broker.backend})`, "broker", {
-        state: brokerOk ? "ok" : "down",
-      }),
+      figure("Broker", brokerOk ? "Healthy" : "Down", "broker", { state: brokerOk ? "ok" : "down" }, stats.broker.backend === "redis" ? "Redis" : "In memory (one process)"),
       figure("Users", String(totals.users), "users"),
       figure("Messages stored", String(totals.messages), "messages"),
     );
@@ -128,9 +132,12 @@ export class Admin {
     const actions = self
       ? h("td", {}, h("span.muted", {}, "you"))
       : h(
-          "td.actions",
+          "td",
           {},
           h(
+            "div.actions",
+            {},
+            h(
             "button.small",
             { type: "button", onclick: () => this.change(user, { is_admin: !user.is_admin }) },
             user.is_admin ? "Remove admin" : "Make admin",
@@ -139,6 +146,7 @@ export class Admin {
             `button.small${user.is_active ? ".danger" : ""}`,
             { type: "button", onclick: () => this.toggleActive(user) },
             user.is_active ? "Disable" : "Enable",
+          ),
           ),
         );
     return h(
