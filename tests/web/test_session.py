@@ -4,6 +4,7 @@ never refreshed twice at once, and ended in every tab by one logout."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -64,7 +65,7 @@ async def test_session_survives_reloads_and_new_tabs_with_one_refresh_in_flight(
         await _signed_in(tab.page, "Tess")
     intervals = sorted(spans.values())
     assert intervals, "the new tabs did not refresh at all"
-    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(intervals):
         assert start >= end, f"two refreshes overlapped: {intervals}"
 
     # Still one valid login: a reload (another refresh) works.
