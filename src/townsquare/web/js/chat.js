@@ -479,7 +479,12 @@ export class Chat {
     if (!room.joined) this.queueJoin(name, { first: true });
     if (!room.historyLoaded) this.loadLatest(room).catch((error) => this.toast(errorMessage(error)));
     else this.markRead(room, room.latest);
-    if (focus && matchMedia("(min-width: 48rem)").matches) $("#composer-input").focus();
+    if (focus) this.focusComposer();
+  }
+
+  focusComposer() {
+    // Not on phones, where focus would pop the keyboard over the messages.
+    if (matchMedia("(min-width: 48rem)").matches) $("#composer-input").focus();
   }
 
   showNoRoom() {

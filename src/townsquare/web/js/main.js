@@ -43,7 +43,8 @@ function setView(view) {
   $("#chat").hidden = view !== "chat";
   $("#admin").hidden = view !== "admin";
   const signedIn = view !== "signin" && view !== "loading";
-  $("#nav").hidden = !signedIn;
+  // Chat and Admin are the only places: the menu is for admins alone.
+  $("#nav").hidden = !signedIn || !me?.is_admin;
   $("#account").hidden = !signedIn;
   $("#status").hidden = !signedIn;
   for (const link of $$("#nav a")) {

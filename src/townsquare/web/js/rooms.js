@@ -69,7 +69,8 @@ export class RoomDialogs {
           topic: String(data.get("topic")).trim(),
           isPrivate: data.get("private") === "on",
         });
-        dialog.close();
+        dialog.close(); // (closing gives focus back to "New room"...)
+        this.chat.focusComposer(); // (...but the person came to write)
       } catch (error) {
         form.querySelector(".error").textContent = errorMessage(error);
       }

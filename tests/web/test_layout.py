@@ -1,0 +1,205 @@
+"""What a person on a phone, on a keyboard, or with weaker eyes gets: no page wider
+than a 360 px screen, every action reachable by keyboard, and text that meets WCAG AA
+contrast in the light and the dark scheme."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.support.server import ServerProcess
+from tests.web.conftest import (
+    PHONE,
+    create_room,
+    log_in,
+    make_admin,
+    new_page,
+    no_sideways_scroll,
+    room_button,
+    send,
+    sign_up,
+)
+
+pytestmark = pytest.mark.e2e
+
+LONG_WORD = "supercalifragilistic" * 8  # one unbreakable 160-letter word
+
+# Every visible element with text of its own, whose colour against its effective
+# background (ancestors' backgrounds composited) is under WCAG AA: 4.5:1, or 3:1 for
+# large text (24 px, or 18.66 px bold).
+LOW_CONTRAST_JS = """
+() => {
+  const parse = (value) => {
+    const m = value.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return [0, 0, 0, 0];
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, bottom) => {
+    const a = top[3] + bottom[3] * (1 - top[3]);
+    if (a === 0) return [0, 0, 0, 0];
+    return [0, 1, 2].map((i) => (top[i] * top[3] + bottom[i] * bottom[3] * (1 - top[3])) / a).concat(a);
+  };
+  const background = (element) => {
+    const layers = [];
+    for (let node = element; node; node = node.parentElement) {
+      const color = parse(getComputedStyle(node).backgroundColor);
+      if (color[3] > 0) layers.push(color);
+      if (color[3] >= 1) break;
+    }
+    let result = matchMedia("(prefers-color-scheme: dark)").matches ? [0, 0, 0, 1] : [255, 255, 255, 1];
+    for (const layer of layers.reverse()) result = over(layer, result);
+    return result;
+  };
+  const luminance = ([r, g, b]) => {
+    const c = [r, g, b].map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  const failures = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const ownText = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!ownText || !element.checkVisibility({ opacityProperty: true, visibilityProperty: true })) continue;
+    if (element.closest("[disabled]")) continue;
+    const style = getComputedStyle(element);
+    const bg = background(element);
+    const fg = over(parse(style.color), bg);
+    const [l1, l2] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      failures.push(`${element.tagName.toLowerCase()}.${element.className} "${element.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    }
+  }
+  return failures;
+}
+"""
+
+
+async def _readable(page: Page, where: str) -> None:
+    failures = await page.evaluate(LOW_CONTRAST_JS)
+    assert not failures, f"{where}: text under WCAG AA contrast: {failures}"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+async def test_every_view_fits_360px_and_meets_contrast(
+    server: ServerProcess,
+    env: dict[str, str],
+    browser: Browser,
+    screenshots: Path,
+    scheme: Literal["light", "dark"],
+) -> None:
+    context, watched = await new_page(browser, viewport=PHONE, color_scheme=scheme)
+    page = watched.page
+    email = f"phone-{scheme}@example.com"
+
+    await page.goto(server.base_url)
+    await expect(page.locator("#login-form")).to_be_visible()
+    await no_sideways_scroll(page)
+    await _readable(page, "sign-in")
+    # A refused sign-in shows its error, readable too.
+    await page.locator("#login-form").get_by_label("Email").fill(email)
+    await page.locator("#login-form").get_by_label("Password").fill("wrong password")
+    await page.locator("#login-form").get_by_role("button", name="Log in").click()
+    await expect(page.locator("#signin-error")).to_be_visible()
+    await _readable(page, "sign-in error")
+
+    await sign_up(page, server.base_url, "Pat with a rather long display name", email)
+    await expect(page.locator(".sidebar")).to_be_visible()
+    await no_sideways_scroll(page)
+    await create_room(page, f"phones-{scheme}", topic="A topic that is long enough to be cut off")
+    # One pane at a time on a phone: the room replaces the list.
+    await expect(page.locator(".sidebar")).to_be_hidden()
+    await send(page, "Hello from a small screen")
+    await send(page, LONG_WORD)
+    await send(page, "Lunch at noon?")
+    await expect(page.locator(".message .body").last).to_have_text("Lunch at noon?")
+    await no_sideways_scroll(page)
+    # The long word wraps inside the screen instead of running out of it (cut off).
+    long_body = page.locator(".message .body", has_text=LONG_WORD)
+    long_box = await long_body.bounding_box()
+    assert long_box is not None
+    assert long_box["x"] + long_box["width"] <= PHONE["width"], long_box
+    overflow = await long_body.evaluate("body => body.scrollWidth - body.clientWidth")
+    assert overflow <= 0, f"the text runs {overflow} px out of its box"
+    await _readable(page, "room")
+    send_button = page.locator("#composer").get_by_role("button", name="Send")
+    box = await send_button.bounding_box()
+    assert box is not None
+    assert box["x"] + box["width"] <= PHONE["width"], box
+    if scheme == "light":
+        await page.screenshot(path=screenshots / "phone.png")
+
+    await page.locator("#online").click()
+    await expect(page.locator("#members-dialog")).to_be_visible()
+    await no_sideways_scroll(page)
+    await _readable(page, "members dialog")
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#members-dialog")).to_be_hidden()
+
+    await page.get_by_role("button", name="Back to rooms").click()
+    await expect(room_button(page, f"phones-{scheme}")).to_be_visible()
+    await _readable(page, "room list")
+
+    # The admin page, as an admin, on the same phone.
+    admin_email = f"admin-{scheme}@example.com"
+    make_admin(env, "Phone Admin", admin_email)
+    await page.get_by_role("button", name="Log out").click()
+    await log_in(page, server.base_url, admin_email)
+    await page.get_by_role("link", name="Admin").click()
+    await expect(page.locator("#figures [data-figure='instances'] dd")).to_have_text("1")
+    await expect(page.locator("#users tbody tr").first).to_be_visible()
+    await no_sideways_scroll(page)
+    await _readable(page, "admin")
+    await context.close()
+    refused = "the server responded with a status of 401"  # the wrong password, above
+    assert [error for error in watched.errors if refused not in error] == []
+
+
+async def test_keyboard_alone_signs_in_opens_a_room_and_sends(
+    server: ServerProcess, browser: Browser
+) -> None:
+    context, watched = await new_page(browser)
+    page = watched.page
+    await page.goto(server.base_url)
+    await expect(page.locator("#login-form")).to_be_visible()
+    # Tab to the sign-up form's fields, type, submit with Enter.
+    name = page.locator("#signup-form").get_by_label("Name")
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        if await name.evaluate("element => element === document.activeElement"):
+            break
+    await page.keyboard.type("Kim")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("kim@example.com")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type("long enough password")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#whoami")).to_have_text("Kim")
+
+    # A new room through its dialog, by keyboard; Escape would close it.
+    new_room = page.get_by_role("button", name="New room")
+    await new_room.focus()
+    await page.keyboard.press("Enter")
+    dialog = page.locator("#room-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.get_by_label("Name")).to_be_focused()
+    await page.keyboard.type("keys")
+    await page.keyboard.press("Enter")
+    await expect(dialog).to_be_hidden()
+    await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+    await page.keyboard.type("typed, not clicked")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".message .body")).to_have_text(["typed, not clicked"])
+    # The focused control is visibly marked.
+    await room_button(page, "keys").focus()
+    outline = await room_button(page, "keys").evaluate("b => getComputedStyle(b).outlineStyle")
+    assert outline != "none"
+    await context.close()
+    assert not watched.errors, watched.errors
