@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 
-.PHONY: help install run serve-prod migrate test test-sqlite check format lint types bench clean
+.PHONY: help install run serve-prod migrate test test-sqlite screenshots check format lint types bench clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: install ## The whole suite, on SQLite and on PostgreSQL (TEST_POSTGRES_URL
 
 test-sqlite: install ## The suite on the embedded default only
 	$(BIN)/pytest -m "not postgres" $(PYTEST_ARGS)
+
+screenshots: install ## Retake docs/screenshots (chat, admin page, phone) with the browser tests
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/web/test_chat.py tests/web/test_admin.py tests/web/test_layout.py -p no:cacheprovider -q
 
 format: install ## Format the code
 	$(BIN)/ruff format .

@@ -102,6 +102,7 @@ async def test_two_people_add_each_other_to_private_rooms_and_chat(
     await send(bob, "<img src=x onerror=alert(1)>")
     await expect(ann.locator(".message .body").last).to_have_text("<img src=x onerror=alert(1)>")
     await expect(ann.locator("#messages img")).to_have_count(0)
+    await expect(ann.locator(".message.pending")).to_have_count(0)
     seqs = await ann.locator(".message").evaluate_all("items => items.map(i => +i.dataset.seq)")
     assert seqs == [1, 2, 3, 4, 5]
     await expect(ann.locator("#messages .day")).to_have_text(["Today"])
