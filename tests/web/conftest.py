@@ -58,16 +58,18 @@ def server_env(folder: Path, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment of this module's server (its database, for the CLI)."""
+    """The environment of the shared server (its database, for the CLI)."""
     return server_env(tmp_path_factory.mktemp("web"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(
     env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
+    """One server for the browser tests (each uses users and rooms of its own); a test
+    that counts everything on its server (the admin page) starts its own."""
     log = tmp_path_factory.mktemp("log") / "server.log"
     with run_server(env, log) as process:
         yield process

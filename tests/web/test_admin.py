@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, run_server
 from tests.web.conftest import (
     PHONE,
     api_user,
@@ -18,10 +19,25 @@ from tests.web.conftest import (
     new_page,
     no_sideways_scroll,
     send,
+    server_env,
     sign_up,
 )
 
 pytestmark = pytest.mark.e2e
+
+
+# This page counts everything on its server: it gets a server of its own.
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return server_env(tmp_path_factory.mktemp("admin"))
+
+
+@pytest.fixture(scope="module")
+def server(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with run_server(env, tmp_path_factory.mktemp("admin-log") / "server.log") as process:
+        yield process
 
 
 def _figure(page: Page, key: str) -> Locator:
