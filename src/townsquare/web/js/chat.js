@@ -381,8 +381,12 @@ export class Chat {
     if (!room) return;
     room.joined = false;
     room.online.clear();
+    room.onlineCount = 0;
     room.notice = LEFT_REASONS[frame.reason] || "You left this room.";
-    if (frame.room === this.current) this.renderNotice();
+    if (frame.room === this.current) {
+      this.renderNotice();
+      this.renderOnline();
+    }
     // The room may be gone from the list (deleted, or private and no longer ours).
     this.loadRooms().catch(() => {});
   }
