@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.server import ServerProcess
 from tests.web.conftest import (
     PHONE,
+    api_user,
     create_room,
     log_in,
     make_admin,
@@ -149,9 +151,18 @@ async def test_keyboard_alone_signs_in_opens_a_room_and_sends(
     await page.keyboard.type("typed, not clicked")
     await page.keyboard.press("Enter")
     await expect(page.locator(".message:not(.pending) .body")).to_have_text(["typed, not clicked"])
-    # The focused control is visibly marked.
+    # The focused control is visibly marked, and stays focused while the list updates
+    # (a message arriving redraws the room's button).
     await room_button(page, "keys").focus()
     outline = await room_button(page, "keys").evaluate("b => getComputedStyle(b).outlineStyle")
     assert outline != "none"
+    other = await api_user(server.base_url, "Lee", "lee@example.com")
+    async with httpx.AsyncClient(base_url=server.base_url, headers=other.headers) as http:
+        body = {"body": "a message while the list has focus"}
+        assert (await http.post("/rooms/keys/messages", json=body)).status_code == 201
+    await expect(page.locator(".message:not(.pending) .body").last).to_have_text(
+        "a message while the list has focus"
+    )
+    await expect(room_button(page, "keys")).to_be_focused()
     await context.close()
     assert not watched.errors, watched.errors

@@ -24,6 +24,13 @@ const LEFT_REASONS = {
   access_revoked: "You no longer have access to this room.",
 };
 
+// Redraw room buttons without taking the keyboard focus away from the one it is on.
+function keepingFocus(redraw) {
+  const focused = document.activeElement?.closest?.("#rooms button")?.dataset.room;
+  redraw();
+  if (focused !== undefined) $(`#rooms button[data-room="${CSS.escape(focused)}"]`)?.focus();
+}
+
 class Room {
   constructor(info) {
     this.info = info;
@@ -203,7 +210,7 @@ export class Chat {
   renderRoomList() {
     const list = $("#rooms");
     const rooms = [...this.rooms.values()].sort((a, b) => a.name.localeCompare(b.name));
-    list.replaceChildren(...rooms.map((room) => this.roomItem(room)));
+    keepingFocus(() => list.replaceChildren(...rooms.map((room) => this.roomItem(room))));
     $("#rooms-empty").hidden = rooms.length > 0;
     this.updateTitle();
   }
@@ -235,7 +242,7 @@ export class Chat {
   updateRoomItem(name) {
     const room = this.rooms.get(name);
     const old = $(`#rooms button[data-room="${CSS.escape(name)}"]`)?.parentElement;
-    if (room && old) old.replaceWith(this.roomItem(room));
+    if (room && old) keepingFocus(() => old.replaceWith(this.roomItem(room)));
     this.updateTitle();
   }
 
