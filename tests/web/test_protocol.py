@@ -154,5 +154,8 @@ async def test_left_frame_says_why_the_room_stopped(
     proxy.routes[-1].send(json.dumps({"type": "left", "room": room, "reason": reason}))
     await expect(page.locator("#room-notice")).to_have_text(notice)
     await expect(page.locator("#room-notice")).to_be_visible()
-    # Nobody is shown online in a room the page is no longer in.
+    # Nobody is shown online in a room the page is no longer in, and nothing can be
+    # sent to it.
     await expect(page.locator("#online")).not_to_contain_text("online")
+    await expect(page.get_by_label("Message", exact=True)).to_be_disabled()
+    await expect(page.get_by_role("button", name="Send")).to_be_disabled()

@@ -345,7 +345,10 @@ export class Chat {
     room.notice = "";
     room.online = new Map((frame.online || []).map((user) => [user.id, user.name]));
     room.onlineCount = frame.online_count ?? room.online.size;
-    if (frame.room === this.current) this.renderOnline();
+    if (frame.room === this.current) {
+      this.renderOnline();
+      this.renderNotice();
+    }
     const known = room.seq;
     if (known === null) {
       // First join: live messages follow `frame.seq`. History loaded before the join
@@ -536,6 +539,8 @@ export class Chat {
     const notice = $("#room-notice");
     notice.textContent = room?.notice || "";
     notice.hidden = !room?.notice;
+    // Out of the room (removed, deleted, access taken): nothing can be sent to it.
+    for (const control of $("#composer").elements) control.disabled = Boolean(room?.notice);
   }
 
   renderOnline() {
