@@ -37,6 +37,7 @@ class Room {
     this.messages = new Map(); // seq -> message
     this.seq = null; // last seq received without a gap (for `join` with `since`)
     this.joined = false;
+    this.joining = false; // a join was sent on this connection, its `joined` not yet here
     this.historyLoaded = false;
     this.reachedStart = false;
     this.loadingOlder = false;
@@ -256,7 +257,8 @@ export class Chat {
 
   // Joins are paced (the server limits frames per second), the open room first.
   queueJoin(name, { first = false } = {}) {
-    if (!this.live.ready) return;
+    const room = this.rooms.get(name);
+    if (!this.live.ready || !room || room.joined || room.joining) return;
     const live = [...this.rooms.values()].filter((r) => r.joined).length + this.joinQueue.length;
     if (!first && live >= LIVE_ROOMS) return;
     this.joinQueue = this.joinQueue.filter((queued) => queued !== name);
@@ -275,6 +277,7 @@ export class Chat {
     const room = this.rooms.get(name);
     if (!room) return;
     const from = since ?? room.seq;
+    room.joining = true;
     this.live.send(from === null || from === undefined ? { type: "join", room: name } : { type: "join", room: name, since: from });
   }
 
@@ -291,6 +294,7 @@ export class Chat {
     this.joinQueue = [];
     for (const room of this.rooms.values()) {
       room.joined = false;
+      room.joining = false;
       // Who is online is unknown while we are not connected: show nothing stale.
       room.online.clear();
       room.onlineCount = 0;
@@ -342,6 +346,7 @@ export class Chat {
     const room = this.rooms.get(frame.room);
     if (!room) return;
     room.joined = true;
+    room.joining = false;
     room.notice = "";
     room.online = new Map((frame.online || []).map((user) => [user.id, user.name]));
     room.onlineCount = frame.online_count ?? room.online.size;
@@ -390,6 +395,7 @@ export class Chat {
     const room = this.rooms.get(frame.room);
     if (!room) return;
     room.joined = false;
+    room.joining = false;
     room.online.clear();
     room.onlineCount = 0;
     room.notice = LEFT_REASONS[frame.reason] || "You left this room.";
@@ -468,6 +474,8 @@ export class Chat {
     }
     if (frame.code === "token_expired") return; // the socket renews the token
     if (frame.code === "room_not_found") {
+      // A join refused (the room is gone, or no longer ours): the list tells which.
+      for (const room of this.rooms.values()) if (!room.joined) room.joining = false;
       this.loadRooms().catch(() => {});
       return;
     }
