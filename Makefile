@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 
-.PHONY: help install run serve-prod migrate test test-sqlite screenshots check format lint types bench clean
+.PHONY: help install install-bench run serve-prod migrate test test-sqlite screenshots check format lint types bench bench-quick clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,14 +23,23 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced ## Create .venv with every pinned dependency (uv.lock)
 
+$(VENV)/.synced-bench: $(VENV)/.synced
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --inexact --group bench
+	@touch $@
+
+install-bench: $(VENV)/.synced-bench ## Add the benchmark's peers and tools (the `bench` group)
+
 run: install ## Serve on http://127.0.0.1:8000 (HOST, PORT override), SQLite + in-memory broker
 	$(BIN)/townsquare serve
 
 serve-prod: install ## Production server: gunicorn, WEB_CONCURRENCY uvicorn workers (gunicorn.conf.py)
 	$(BIN)/gunicorn -c gunicorn.conf.py
 
-bench: install ## Cost of the middleware stack: full app vs bare app, side by side
-	$(BIN)/python -m bench.middleware $(BENCH_ARGS)
+bench: install-bench ## Benchmarks against baselines and peers (about 10 min); writes bench/results and the README
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-quick: install-bench ## The same, small and once (under 2 min, a smoke check): bench/results/quick
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 migrate: install ## Bring DATABASE_URL's schema up to date
 	$(BIN)/townsquare migrate

@@ -40,8 +40,9 @@ graceful_timeout = int(_settings.graceful_timeout)
 keepalive = 5
 # The uvicorn worker takes this as its concurrency limit (beyond it: 503).
 worker_connections = _settings.worker_capacity
-# Trust X-Forwarded-For only from these proxies (comma-separated, or *).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Trust X-Forwarded-For only from these proxies (FORWARDED_ALLOW_IPS): the client
+# address that rate limits key on (README, "Behind a proxy").
+forwarded_allow_ips = _settings.forwarded_allow_ips
 logconfig_dict = logging_config(_settings.log_level)
 # gunicorn's runtime control socket (gunicornc) is not used; one less file in $HOME.
 control_socket_disable = True

@@ -1,4 +1,4 @@
-"""`townsquare serve | check-config | migrate | create-admin`."""
+"""`townsquare serve | check-config | migrate | create-admin | chat`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,  # configure_logging above: JSON lines, our own access log
         access_log=False,
         proxy_headers=True,
+        # X-Forwarded-For is believed from these peers only (README, "Behind a proxy").
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         **connection_options(settings),
     )
     server = DrainingServer(config, graceful_timeout=settings.graceful_timeout)
@@ -101,6 +103,31 @@ async def _create_admin(settings: Settings, *, name: str, email: str, password: 
         await database.dispose()
 
 
+def _chat(args: argparse.Namespace) -> int:
+    from townsquare.client.chat import chat, read_lines
+
+    email = args.email or input("Email: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+
+    async def run() -> int:
+        return await chat(
+            args.url,
+            args.room,
+            email=email,
+            password=password,
+            lines=read_lines(sys.stdin),
+            say=lambda text: print(text, flush=True),
+        )
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="townsquare", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,11 +155,30 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
     admin.add_argument("--password-stdin", action="store_true")
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat in a room from the terminal (a client of a running service)",
+        description="Sign in, show the room's recent messages, then live ones; each line "
+        "typed is sent. /who lists who is online, /quit (or end of input) leaves.",
+    )
+    chat.add_argument("room")
+    chat.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)"
+    )
+    chat.add_argument("--email", help="the account's email (default: asked)")
+    chat.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (default: asked)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "chat":  # a client: the service's settings do not apply
+        return _chat(args)
     try:
         settings = Settings()
     except ValidationError as exc:

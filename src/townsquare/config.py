@@ -41,10 +41,35 @@ class Settings(BaseSettings):
         "postgresql+asyncpg://user:pass@host/db.",
     )
     database_pool_size: int = Field(
-        default=10, ge=1, description="Connections kept open per worker (PostgreSQL)."
+        default=10,
+        ge=1,
+        description="PostgreSQL connections each worker keeps open. All of them together "
+        "(workers x instances x this) must stay under the server's max_connections.",
     )
     database_max_overflow: int = Field(
-        default=20, ge=0, description="Extra connections allowed under burst (PostgreSQL)."
+        default=0,
+        ge=0,
+        description="Connections a worker may open beyond DATABASE_POOL_SIZE under burst "
+        "(PostgreSQL); they are closed when returned, so a sustained load opens and closes "
+        "them over and over. 0 keeps the pool fixed.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a request waits for a free database connection before it is "
+        "answered 503 with Retry-After.",
+    )
+    principal_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Signed-in logins whose account state each worker keeps in memory, so "
+        "an authenticated request needs no database read; the least recently used go first.",
+    )
+    principal_cache_ttl_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a cached login is trusted before it is read again: the bound "
+        "on a revocation made on another instance while the broker lost the news.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -67,6 +92,13 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Cap of the exponential, jittered delay between Redis reconnect attempts.",
+    )
+    redis_pool_size: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Most connections to Redis per worker for presence; a caller past it "
+        "waits (up to BROKER_TIMEOUT_SECONDS) for a free one instead of failing.",
     )
     broker_queue_size: int = Field(
         default=10_000,
@@ -123,8 +155,30 @@ class Settings(BaseSettings):
     ws_messages_per_second: float = Field(
         default=20.0,
         gt=0,
-        description="Frames a WebSocket may send per second (bursts up to twice that); "
-        "over it the client gets `error`, and is closed with 1008 if it goes on.",
+        description="Frames a user may send per second over all of its WebSockets on one "
+        "worker (bursts up to twice that); over it the client gets `error`, and a socket "
+        "that goes on is closed with 1008.",
+    )
+    ws_replay_max: int = Field(
+        default=1000,
+        ge=0,
+        le=100_000,
+        description="Most missed messages a `join` with `since` replays; past it nothing is "
+        "replayed, `joined.recovered` is false and the client pages the history over REST.",
+    )
+    ws_room_buffer: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description="Latest messages each room with members on a worker keeps in memory, "
+        "so a rejoin within them is replayed without a database read.",
+    )
+    ws_gap_hold_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="How long a message that arrives ahead of a missing one waits for it "
+        "(it is on its way through the broker) before the gap is read from the database.",
     )
     ws_send_queue_size: int = Field(
         default=256,
@@ -152,6 +206,42 @@ class Settings(BaseSettings):
     )
     rate_limit_signup: str = Field(
         default="5/minute", description="Limit per client IP on POST /users (signup)."
+    )
+    rate_limit_login_account: str = Field(
+        default="20/hour",
+        description="Sign-in attempts per account (the submitted email), from every client "
+        "address together, except addresses that signed in to that account before "
+        "(RATE_LIMIT_LOGIN_TRUST_DAYS); over it: 429 before the password is checked.",
+    )
+    rate_limit_login_trust_days: int = Field(
+        default=30,
+        ge=0,
+        description="For how long a client address that signed in to an account is exempt "
+        "from that account's throttle (0: never), so an attacker cannot lock its owner out.",
+    )
+    rate_limit_redis_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="Redis connections the rate limiter keeps per worker.",
+    )
+    rate_limit_redis_pool_timeout_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="How long a request waits for a free rate-limiter Redis connection "
+        "before it is counted in process instead.",
+    )
+    rate_limit_lease_share: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Largest share of a limit one worker leases from Redis at once; lower is "
+        "more exact across workers, higher makes fewer Redis round trips.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses (or *) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client address rate limits key on. Only list "
+        "your own reverse proxies.",
     )
     rate_limit_key_prefix: str = Field(
         default="townsquare:ratelimit", description="Prefix of the rate-limit keys in Redis."
@@ -190,7 +280,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
-    @field_validator("rate_limit_default", "rate_limit_login", "rate_limit_signup")
+    @field_validator(
+        "rate_limit_default", "rate_limit_login", "rate_limit_signup", "rate_limit_login_account"
+    )
     @classmethod
     def _valid_rate_limit(cls, value: str) -> str:
         from limits import parse

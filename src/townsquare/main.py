@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -15,10 +16,13 @@ from starlette.types import Scope
 
 from townsquare import __version__
 from townsquare.admin.router import router as admin_router
+from townsquare.auth import service as auth_service
 from townsquare.auth.exceptions import InvalidToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.principals import PrincipalCache
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.router import router as auth_router
+from townsquare.auth.throttle import LoginThrottle
 from townsquare.auth.tokens import TokenCodec
 from townsquare.config import Settings
 from townsquare.platform import migrations
@@ -37,11 +41,12 @@ from townsquare.platform.middleware.metrics import MetricsMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
 from townsquare.platform.middleware.request_id import RequestIdMiddleware
 from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
+from townsquare.platform.middleware.websocket_routes import WebSocketRoutesMiddleware
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
 from townsquare.platform.shutdown import Drain
 from townsquare.rooms import asyncapi, websocket
-from townsquare.rooms.manager import ConnectionManager, decode_event
+from townsquare.rooms.manager import ConnectionManager
 from townsquare.rooms.router import router as rooms_router
 from townsquare.users.router import router as users_router
 
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout_seconds,
         )
         if settings.is_sqlite:
             # The embedded default needs no set-up step: its file is created and
@@ -70,6 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # (`townsquare migrate`), never by N workers racing at start.
             await migrations.upgrade(database.engine)
         app.state.database = database
+        principals = app.state.principals = PrincipalCache(
+            functools.partial(auth_service.load_login, database),
+            max_size=settings.principal_cache_size,
+            ttl=settings.principal_cache_ttl_seconds,
+        )
+        app.state.revocations.add_listener(principals.on_account_change)
 
         async def database_answers() -> None:
             async with database.engine.connect() as connection:
@@ -84,12 +96,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             backoff_max=settings.broker_backoff_max_seconds,
             queue_size=settings.broker_queue_size,
         )
-        hub = Hub(backend, decode_event, on_lag=metrics.broker_lag.observe)
+        hub = Hub(
+            backend,
+            subscribe_timeout=settings.broker_timeout_seconds,
+            on_lag=metrics.broker_lag.observe,
+        )
         await hub.start()
         presence = create_presence(
             settings.redis_url,
             prefix=settings.broker_channel_prefix,
             timeout=settings.broker_timeout_seconds,
+            max_connections=settings.redis_pool_size,
         )
         rooms = app.state.rooms = ConnectionManager(
             settings=settings,
@@ -97,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub=hub,
             presence=presence,
             revocations=app.state.revocations,
+            tokens=app.state.tokens,
+            principals=principals,
+            metrics=metrics,
         )
         await rooms.start()
         instances = app.state.instances = InstanceRegistry(
@@ -125,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await rooms.shutdown()
             await instances.store.aclose()
+            await rooms.stop()
             await hub.stop()
             await presence.aclose()
             await rate_limiter.close()
@@ -159,7 +180,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     drain = app.state.drain = Drain()
     metrics = app.state.metrics = Metrics(worker_capacity=settings.worker_capacity)
     rate_limiter = app.state.rate_limiter = RateLimiter(
-        redis_url=settings.redis_url, key_prefix=settings.rate_limit_key_prefix
+        redis_url=settings.redis_url,
+        key_prefix=settings.rate_limit_key_prefix,
+        pool_size=settings.rate_limit_redis_pool_size,
+        pool_timeout=settings.rate_limit_redis_pool_timeout_seconds,
+        lease_share=settings.rate_limit_lease_share,
+    )
+    app.state.login_throttle = LoginThrottle(
+        rate_limiter,
+        limit=settings.rate_limit_login_account,
+        trust_seconds=settings.rate_limit_login_trust_days * 86400,
+        enabled=settings.rate_limit_enabled,
     )
 
     install_error_handlers(app)
@@ -176,20 +207,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             identify_user=_user_from_bearer(app.state.tokens),
             exempt_paths={"/health", "/live", "/ready", "/metrics"},
         )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_credentials=settings.cors_allow_credentials,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After"],
-    )
+    if settings.allowed_origins:
+        # Without allowed origins no response ever carries CORS headers, and the layer
+        # would only cost time on every request (a preflight is then a plain 405).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(WebSocketRoutesMiddleware, routes={"/ws": websocket.endpoint})
     app.add_middleware(RequestIdMiddleware)
 
     app.include_router(health_router)
@@ -209,7 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     app.include_router(rooms_router)
-    app.include_router(websocket.router)
+    app.router.routes.append(websocket.route)
     if docs:
         install_docs(app, openapi_url="/openapi.json")
         app.include_router(asyncapi.router)

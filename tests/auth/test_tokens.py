@@ -23,7 +23,7 @@ def codec() -> TokenCodec:
 def test_decoding_a_token_twice_verifies_its_signature_once(
     codec: TokenCodec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = codec.encode_access(user_id=3, token_version=1, now=datetime.now(UTC))
+    token = codec.encode_access(user_id=3, token_version=1, session_id="s1", now=datetime.now(UTC))
     calls = []
     real_decode = jwt.decode
 
@@ -42,7 +42,7 @@ def test_decoding_a_token_twice_verifies_its_signature_once(
 def test_remembered_token_past_its_expiry_is_refused(
     codec: TokenCodec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = codec.encode_access(user_id=3, token_version=0, now=datetime.now(UTC))
+    token = codec.encode_access(user_id=3, token_version=0, session_id="s1", now=datetime.now(UTC))
     claims = codec.decode_access(token)
     later = claims.expires_at + tokens.LEEWAY_SECONDS + 1
     monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: later))
@@ -59,10 +59,12 @@ def test_invalid_token_is_refused_every_time(codec: TokenCodec) -> None:
 
 def test_remembered_tokens_are_bounded(codec: TokenCodec) -> None:
     now = datetime.now(UTC)
-    first = codec.encode_access(user_id=1, token_version=0, now=now)
+    first = codec.encode_access(user_id=1, token_version=0, session_id="s1", now=now)
     codec.decode_access(first)
     for user_id in range(2, VERIFIED_CACHE_SIZE + 3):
-        codec.decode_access(codec.encode_access(user_id=user_id, token_version=0, now=now))
+        codec.decode_access(
+            codec.encode_access(user_id=user_id, token_version=0, session_id="s1", now=now)
+        )
     assert len(codec._verified) == VERIFIED_CACHE_SIZE
     assert first not in codec._verified
     assert codec.decode_access(first).user_id == 1  # still valid: verified again

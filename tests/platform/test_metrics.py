@@ -4,11 +4,8 @@ import re
 from collections.abc import Callable
 
 from fastapi import FastAPI
-from starlette.types import Message, Receive, Scope, Send
 
 from tests.platform.conftest import serve_app
-from townsquare.platform.metrics import Metrics
-from townsquare.platform.middleware.metrics import MetricsMiddleware
 
 
 def sample(text: str, name: str, labels: str = "") -> float | None:
@@ -65,38 +62,3 @@ async def test_metrics_with_junk_method_use_one_label(custom_app: Callable[..., 
         text = (await client.get("/metrics")).text
     assert 'method="OTHER"' in text
     assert "BREW" not in text
-
-
-async def test_metrics_count_open_websockets_and_frames() -> None:
-    metrics = Metrics(worker_capacity=10)
-
-    async def echo(scope: Scope, receive: Receive, send: Send) -> None:
-        assert (await receive())["type"] == "websocket.connect"
-        await send({"type": "websocket.accept"})
-        while (message := await receive())["type"] == "websocket.receive":
-            await send({"type": "websocket.send", "text": message["text"]})
-            observed.append(metrics.websockets_open._value.get())
-
-    observed: list[float] = []
-    incoming: list[Message] = [
-        {"type": "websocket.connect"},
-        {"type": "websocket.receive", "text": "one"},
-        {"type": "websocket.receive", "text": "two"},
-        {"type": "websocket.disconnect", "code": 1000},
-    ]
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return incoming.pop(0)
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope = {"type": "websocket", "path": "/ws", "headers": []}
-    await MetricsMiddleware(echo, metrics=metrics)(scope, receive, send)
-
-    text = metrics.render().decode()
-    assert observed == [1, 1]  # open while connected
-    assert sample(text, "townsquare_websockets_open") == 0  # closed afterwards
-    assert sample(text, "townsquare_websocket_messages_received_total") == 2
-    assert sample(text, "townsquare_websocket_messages_sent_total") == 2

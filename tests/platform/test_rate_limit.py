@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from tests.platform.conftest import CapturedLogs, serve_app
+from tests.support.brokers import RedisServer
 from tests.support.databases import missing_service
 from tests.support.server import free_port
 from townsquare.platform.ratelimit import RateLimiter
@@ -125,7 +127,7 @@ async def test_two_apps_sharing_redis_share_one_budget(
     assert statuses == [401, 401, 401, 401, 429, 429]
 
 
-async def test_rate_limit_with_redis_down_lets_requests_through_and_warns(
+async def test_rate_limit_with_redis_down_counts_in_process_and_warns(
     custom_app: Callable[..., FastAPI], json_logs: CapturedLogs
 ) -> None:
     # Nothing listens on this port: every Redis call fails at once.
@@ -136,14 +138,54 @@ async def test_rate_limit_with_redis_down_lets_requests_through_and_warns(
         responses: list[httpx.Response] = [
             await client.post("/auth/token", data=LOGIN) for _ in range(3)
         ]
-    assert [r.status_code for r in responses] == [401, 401, 401]
+    assert [r.status_code for r in responses] == [401, 429, 429]
     warnings = [r for r in json_logs.records() if r["level"] == "WARNING"]
-    assert any("rate-limit storage unavailable" in r["message"] for r in warnings)
     # Warned once, not once a request.
-    assert sum("rate-limit storage" in r["message"] for r in warnings) == 1
+    assert sum("rate-limit storage unavailable" in r["message"] for r in warnings) == 1
 
 
-async def test_rate_limit_with_redis_hung_lets_requests_through_without_hanging(
+async def test_redis_stopped_fifteen_wrong_passwords_still_end_in_429(
+    custom_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    redis = RedisServer(tmp_path)
+    try:
+        await redis.start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        missing_service("redis-server", exc)
+    app = limited(custom_app, rate_limit_login="10/minute", redis_url=redis.url)
+    try:
+        async with serve_app(app) as client:
+            assert (await client.post("/auth/token", data=LOGIN)).status_code == 401
+            await redis.stop()
+            statuses = [
+                (await client.post("/auth/token", data=LOGIN)).status_code for _ in range(15)
+            ]
+    finally:
+        await redis.stop()
+    assert statuses[-1] == 429
+    assert statuses.count(401) <= 10
+    assert set(statuses) == {401, 429}
+
+
+async def test_500_concurrent_requests_against_a_limit_of_100_never_pass_unchecked(
+    custom_app: Callable[..., FastAPI], redis_prefix: str
+) -> None:
+    # A small Redis pool on purpose: requests wait for a connection, none passes unchecked.
+    app = limited(
+        custom_app,
+        rate_limit_default="100/minute",
+        redis_url=REDIS_URL,
+        rate_limit_key_prefix=redis_prefix,
+        rate_limit_redis_pool_size="2",
+    )
+    async with serve_app(app) as client:
+        responses = await asyncio.gather(*(client.get("/users/1") for _ in range(500)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(401) == 100  # passed the limiter, refused by auth
+    assert statuses.count(429) == 400
+
+
+async def test_rate_limit_with_redis_hung_counts_in_process_without_hanging(
     custom_app: Callable[..., FastAPI],
 ) -> None:
     # A "Redis" that accepts connections and never answers.
@@ -165,7 +207,7 @@ async def test_rate_limit_with_redis_hung_lets_requests_through_without_hanging(
             writer.close()
         server.close()
         await server.wait_closed()
-    assert statuses == [401, 401]
+    assert statuses == [401, 429]
 
 
 async def test_rate_limiter_with_memory_url_counts_in_process() -> None:

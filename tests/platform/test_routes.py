@@ -36,6 +36,29 @@ def test_every_route_is_async_with_a_response_model_and_strict_input_models(app:
     assert checked_bodies >= 3  # signup, refresh, logout at least: the check does look
 
 
+def test_every_dependency_is_async(app: FastAPI) -> None:
+    # FastAPI runs a plain `def` dependency (or a class) in the thread pool: a hand-off
+    # per request that costs more than the trivial dependencies themselves.
+    contexts = iter_route_contexts(app.routes)
+    routes = [c.original_route for c in contexts if isinstance(c.original_route, APIRoute)]
+    checked = 0
+    for route in routes:
+        pending = list(route.dependant.dependencies)
+        while pending:
+            dependant = pending.pop()
+            pending.extend(dependant.dependencies)
+            call = dependant.call
+            if call is None:
+                continue
+            where = f"{sorted(route.methods or ())} {route.path}: {call!r}"
+            assert not inspect.isclass(call), f"{where} is a class, built in the thread pool"
+            target = call if inspect.isfunction(call) else type(call).__call__
+            asynchronous = inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+            assert asynchronous, f"{where} runs in the thread pool"
+            checked += 1
+    assert checked >= 20
+
+
 async def test_invalid_body_returns_422_with_field_paths_and_no_echo(
     client: httpx.AsyncClient,
 ) -> None:

@@ -71,6 +71,15 @@ def strict_server(
     yield from _serve(request, tmp_path_factory.mktemp("strict"), env)
 
 
+@pytest.fixture(scope="module", params=["sqlite"])
+def budget_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server with a low message rate and the default (long) heartbeat timeout."""
+    env = {"WS_MESSAGES_PER_SECOND": "20"}
+    yield from _serve(request, tmp_path_factory.mktemp("budget"), env)
+
+
 @pytest.fixture
 async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:

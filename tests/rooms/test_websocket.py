@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.platform.test_metrics import sample
 from tests.rooms.wsclient import Client, Frame, make_room, seqs, signup
+from tests.support.brokers import eventually
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -95,14 +97,19 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
     per_writer = 150
     total = per_writer * len(writers)
 
+    # The joins start while the writers are still writing: each waits until the first
+    # writer has sent a given number of messages (so the room cannot be complete yet).
+    midway = {30: asyncio.Event(), 80: asyncio.Event(), 130: asyncio.Event()}
+
     async def write(client: Client, tag: str) -> None:
         for index in range(per_writer):
             await client.send(type="send", room=room, body=f"{tag}{index}")
-            if index % 10 == 0:
-                await asyncio.sleep(0.005)
+            if tag == "a" and index in midway:
+                midway[index].set()
+                await asyncio.sleep(0)
 
-    async def join_midway(delay: float) -> list[int]:
-        await asyncio.sleep(delay)
+    async def join_midway(after: int) -> list[int]:
+        await midway[after].wait()
         history = await http.get(f"/rooms/{room}", headers=cid.headers)
         since = history.json()["last_seq"]
         joiner = await Client.open(server, cid)
@@ -115,9 +122,9 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
     results = await asyncio.gather(
         write(writers[0], "a"),
         write(writers[1], "b"),
-        join_midway(0.05),
-        join_midway(0.2),
-        join_midway(0.4),
+        join_midway(30),
+        join_midway(80),
+        join_midway(130),
     )
     assert all(results[2:])
     for writer in writers:
@@ -211,3 +218,38 @@ async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(
             have += await client.messages_until(room, sent, wait=30)
         assert seqs(have) == list(range(1, sent + 1))
         await client.close()
+
+
+async def test_metrics_count_open_websockets_and_frames(
+    server: ServerProcess, http: httpx.AsyncClient
+) -> None:
+    """Frames are counted by the engine and collected once a second, not per frame."""
+
+    async def metrics() -> str:
+        return (await http.get("/metrics")).text
+
+    before = await metrics()
+    received_before = sample(before, "townsquare_websocket_messages_received_total") or 0
+    sent_before = sample(before, "townsquare_websocket_messages_sent_total") or 0
+    ann = await signup(http)
+    room = await make_room(http, ann)
+    client = await Client.open(server, ann)  # welcome
+    await client.join(room)  # join -> joined
+    for _ in range(2):
+        await client.send(type="ping")
+        assert (await client.recv())["type"] == "pong"
+
+    async def counted(open_: float, received: float, sent: float) -> bool:
+        text = await metrics()
+        return (
+            sample(text, "townsquare_websockets_open") == open_
+            and (sample(text, "townsquare_websocket_messages_received_total") or 0)
+            - received_before
+            >= received
+            and (sample(text, "townsquare_websocket_messages_sent_total") or 0) - sent_before
+            >= sent
+        )
+
+    assert await eventually(lambda: counted(1, 3, 4), 5)
+    await client.close()
+    assert await eventually(lambda: counted(0, 3, 4), 5)

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import TEST_SECRET, make_settings
-from tests.rooms.wsclient import Client, Member, make_room, signup
+from tests.rooms.wsclient import Client, Frame, Member, make_room, signup
 from tests.support.server import ServerProcess
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.database import utcnow
@@ -243,6 +245,39 @@ async def test_flood_gets_rate_limited_error_then_1008(
     await calm.close()
 
 
+async def test_ten_sockets_of_one_user_share_one_frame_budget(
+    budget_server: ServerProcess,
+) -> None:
+    """WS_MESSAGES_PER_SECOND=20 (bursts of 40) for the user, not per socket: ten
+    sockets sending 30 pings each at once get about one socket's worth of answers."""
+    async with httpx.AsyncClient(base_url=budget_server.base_url, timeout=10) as http:
+        user = await signup(http)
+    sockets = [await Client.open(budget_server, user) for _ in range(10)]
+    started = time.monotonic()
+    for socket_ in sockets:
+        for _ in range(30):
+            await socket_.send(type="ping")
+    # A marker, answered after every ping before it, sent once the budget has had time
+    # to refill (a marker refused for the rate would never be answered).
+    await asyncio.sleep(2.5)
+    for socket_ in sockets:
+        await socket_.send(type="join", room="no-such-room", ref="end")
+    answers: list[Frame] = []
+    for socket_ in sockets:
+        while (frame := await socket_.recv())["type"] != "error" or frame.get("ref") != "end":
+            answers.append(frame)
+    elapsed = time.monotonic() - started
+    pongs = sum(1 for frame in answers if frame["type"] == "pong")
+    refused = sum(1 for frame in answers if frame.get("code") == "rate_limited")
+    # The budget: the burst plus the rate over the whole exchange. Ten per-socket
+    # budgets would have answered all 300 pings.
+    assert pongs <= 40 + 20 * elapsed, (pongs, elapsed)
+    assert pongs >= 20
+    assert refused >= 1  # each socket over the budget is told (once per run of refusals)
+    for socket_ in sockets:
+        await socket_.close()
+
+
 async def test_silent_client_is_closed_and_goes_offline(
     strict_server: ServerProcess, strict_http: httpx.AsyncClient
 ) -> None:
@@ -273,7 +308,9 @@ def _short_lived_token(member: Member, seconds: float) -> str:
     """A valid token for `member` that expires `seconds` from now."""
     codec = TokenCodec(make_settings(secret_key=TEST_SECRET, access_token_ttl_seconds=30))
     issued = utcnow() - timedelta(seconds=30 - seconds)
-    return codec.encode_access(user_id=member.id, token_version=0, now=issued)
+    # The member's own login, so only the expiry is under test.
+    login = jwt.decode(member.token, options={"verify_signature": False})["sid"]
+    return codec.encode_access(user_id=member.id, token_version=0, session_id=login, now=issued)
 
 
 async def test_expired_token_without_refresh_closes_1008(

@@ -4,6 +4,7 @@ and session revocation across instances."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -266,3 +267,63 @@ async def test_retry_on_the_other_instance_is_stored_and_delivered_once(
         ]
     finally:
         await close_all([watcher, sender_a, sender_b])
+
+
+async def _signup_with_refresh_token(http: httpx.AsyncClient) -> tuple[Member, str]:
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    body = {"name": "Leaving", "email": email, "password": "long enough pw"}
+    created = await http.post("/users", json=body)
+    assert created.status_code == 201, created.text
+    pair = await http.post("/auth/token", data={"username": email, "password": body["password"]})
+    assert pair.status_code == 200, pair.text
+    tokens = pair.json()
+    return Member(created.json()["id"], "Leaving", tokens["access_token"]), tokens["refresh_token"]
+
+
+async def _refused_within(
+    http: httpx.AsyncClient, member: Member, seconds: float
+) -> httpx.Response:
+    """Poll an authenticated read until it is refused; fail if it is still served
+    `seconds` after the call."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        response = await http.get(f"/users/{member.id}", headers=member.headers)
+        if response.status_code != 200:
+            return response
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{member.name}'s old token still served after {seconds} s"
+        )
+        await asyncio.sleep(0.01)
+
+
+async def test_account_changes_on_one_instance_refuse_old_tokens_on_the_other_within_1s(
+    instances: list[ServerProcess], https: list[httpx.AsyncClient], shared_database_url: str
+) -> None:
+    # Each instance caches the signed-in user (PRINCIPAL_CACHE_TTL_SECONDS, 30 s by
+    # default); what makes B refuse at once is the change announced by A.
+    http_a, http_b = https
+    admin, disabled, bumped, bystander = await signup_many(http_a, 4, "Cached")
+    await _make_admin(shared_database_url, admin)
+    logged_out, refresh_token = await _signup_with_refresh_token(http_a)
+    for member in (disabled, bumped, logged_out, bystander):
+        assert (await http_b.get(f"/users/{member.id}", headers=member.headers)).status_code == 200
+
+    response = await http_a.patch(
+        f"/users/{disabled.id}", json={"is_active": False}, headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert (await _refused_within(http_b, disabled, 1.0)).status_code == 401
+
+    # A token version bump (logout from everywhere; a password change does the same).
+    response = await http_a.post("/auth/logout-all", headers=bumped.headers)
+    assert response.status_code == 204, response.text
+    assert (await _refused_within(http_b, bumped, 1.0)).status_code == 401
+
+    # One login ended: its access token carries the login's id (`sid`).
+    response = await http_a.post("/auth/logout", json={"refresh_token": refresh_token})
+    assert response.status_code == 204, response.text
+    assert (await _refused_within(http_b, logged_out, 1.0)).status_code == 401
+
+    assert (
+        await http_b.get(f"/users/{bystander.id}", headers=bystander.headers)
+    ).status_code == 200

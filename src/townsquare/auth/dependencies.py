@@ -2,34 +2,35 @@ from __future__ import annotations
 
 from typing import Annotated, cast
 
-from fastapi import Depends
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Depends, Form
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from starlette.requests import HTTPConnection
 
-from townsquare.auth import service as auth_service
 from townsquare.auth.exceptions import AdminRequired, InvalidToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.principals import Principal, PrincipalCache
 from townsquare.auth.revocations import SessionRevocations
 from townsquare.auth.tokens import TokenCodec
 from townsquare.platform.context import set_user_id
-from townsquare.platform.dependencies import SessionDep
 from townsquare.platform.errors import Unauthorized
-from townsquare.users.models import User
 
 # auto_error=False: a missing header is answered by our own error envelope, not by
 # FastAPI's default body.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
 
+# Every dependency here is `async def`: FastAPI runs a plain `def` dependency in the
+# thread pool, a hand-off that costs far more than reading an attribute.
 
-def get_passwords(connection: HTTPConnection) -> PasswordHasher:
+
+async def get_passwords(connection: HTTPConnection) -> PasswordHasher:
     return cast(PasswordHasher, connection.app.state.passwords)
 
 
-def get_token_codec(connection: HTTPConnection) -> TokenCodec:
+async def get_token_codec(connection: HTTPConnection) -> TokenCodec:
     return cast(TokenCodec, connection.app.state.tokens)
 
 
-def get_revocations(connection: HTTPConnection) -> SessionRevocations:
+async def get_revocations(connection: HTTPConnection) -> SessionRevocations:
     return cast(SessionRevocations, connection.app.state.revocations)
 
 
@@ -38,30 +39,55 @@ Revocations = Annotated[SessionRevocations, Depends(get_revocations)]
 Tokens = Annotated[TokenCodec, Depends(get_token_codec)]
 
 
+async def get_login_form(
+    username: Annotated[str, Form(description="The account's email.")],
+    password: Annotated[str, Form(json_schema_extra={"format": "password"})],
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    scope: Annotated[str, Form()] = "",
+    client_id: Annotated[str | None, Form()] = None,
+    client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+) -> OAuth2PasswordRequestForm:
+    """The OAuth2 password-flow form. FastAPI's own class would be built in the thread
+    pool (a class is not a coroutine); this reads the same fields."""
+    return OAuth2PasswordRequestForm(
+        grant_type=grant_type,
+        username=username,
+        password=password,
+        scope=scope,
+        client_id=client_id,
+        client_secret=client_secret,
+    )
+
+
+LoginForm = Annotated[OAuth2PasswordRequestForm, Depends(get_login_form)]
+
+
 async def get_current_user(
     connection: HTTPConnection,
-    session: SessionDep,
-    codec: Tokens,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User:
+) -> Principal:
+    """The caller, from the per-process principal cache: no database read unless the
+    login is not cached, went stale, or was touched by an account change."""
     if not token:
         raise Unauthorized()
     if len(token) > 4096:
         raise InvalidToken()
-    user = await auth_service.user_for_access_token(session, codec, token)
+    state = connection.app.state
+    claims = cast(TokenCodec, state.tokens).decode_access(token)
+    user = await cast(PrincipalCache, state.principals).principal(claims)
     # For the access log and every log record of this request.
-    connection.state.user_id = user.id
+    connection.scope.setdefault("state", {})["user_id"] = user.id
     set_user_id(user.id)
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
-async def get_admin_user(user: CurrentUser) -> User:
+async def get_admin_user(user: CurrentUser) -> Principal:
     if not user.is_admin:
         raise AdminRequired()
     return user
 
 
-AdminUser = Annotated[User, Depends(get_admin_user)]
+AdminUser = Annotated[Principal, Depends(get_admin_user)]

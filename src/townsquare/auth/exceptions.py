@@ -19,6 +19,10 @@ class RefreshTokenReused(Unauthorized):
     detail = "Refresh token already used; every session of this login has been revoked"
 
 
+class SessionEnded(Unauthorized):
+    detail = "This login has ended; sign in again"
+
+
 class InactiveUser(Forbidden):
     detail = "This account is disabled"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth.exceptions import (
@@ -17,9 +17,11 @@ from townsquare.auth.exceptions import (
 )
 from townsquare.auth.models import RefreshToken
 from townsquare.auth.passwords import PasswordHasher
+from townsquare.auth.principals import Login, Principal
+from townsquare.auth.revocations import AccountChange, ChangeKind, SessionRevocations
 from townsquare.auth.schemas import TokenPair
 from townsquare.auth.tokens import TokenCodec, hash_refresh_token, new_refresh_token
-from townsquare.platform.database import utcnow
+from townsquare.platform.database import Database, utcnow
 from townsquare.users import service as users_service
 from townsquare.users.models import User
 
@@ -63,7 +65,7 @@ async def _issue_pair(
     await session.commit()
     return TokenPair(
         access_token=codec.encode_access(
-            user_id=user.id, token_version=user.token_version, now=now
+            user_id=user.id, token_version=user.token_version, session_id=family_id, now=now
         ),
         expires_in=int(codec.access_ttl.total_seconds()),
         refresh_token=refresh_token,
@@ -83,7 +85,13 @@ async def _revoke_family(session: AsyncSession, family_id: str, now: datetime) -
     await session.commit()
 
 
-async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: str) -> TokenPair:
+async def refresh(
+    session: AsyncSession,
+    codec: TokenCodec,
+    revocations: SessionRevocations,
+    *,
+    refresh_token: str,
+) -> TokenPair:
     now = utcnow()
     token_hash = hash_refresh_token(refresh_token)
     row = (
@@ -95,8 +103,8 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     token_id, family_id, user_id = row.id, row.family_id, row.user_id
     if row.used_at is not None:
         # A spent token came back: either its owner or a thief holds a copy, and we
-        # cannot tell which, so the whole login ends.
-        await _revoke_family(session, family_id, now)
+        # cannot tell which, so the whole login ends, its access tokens included.
+        await _end_login(session, revocations, user_id, family_id, now)
         raise RefreshTokenReused()
     if row.revoked_at is not None or row.expires_at <= now:
         raise InvalidRefreshToken()
@@ -113,7 +121,7 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     )
     if spent.rowcount != 1:  # type: ignore[attr-defined]
         await session.rollback()
-        await _revoke_family(session, family_id, now)
+        await _end_login(session, revocations, user_id, family_id, now)
         raise RefreshTokenReused()
     user = await session.get(User, user_id)
     if user is None or not user.is_active:
@@ -122,7 +130,11 @@ async def refresh(session: AsyncSession, codec: TokenCodec, *, refresh_token: st
     return await _issue_pair(session, codec, user=user, family_id=family_id, now=now)
 
 
-async def logout(session: AsyncSession, *, refresh_token: str) -> None:
+async def logout(
+    session: AsyncSession, revocations: SessionRevocations, *, refresh_token: str
+) -> None:
+    """End the login `refresh_token` belongs to: its refresh tokens, and (announced to
+    every instance) its access tokens and sockets."""
     row = (
         await session.execute(
             select(RefreshToken).where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
@@ -130,7 +142,18 @@ async def logout(session: AsyncSession, *, refresh_token: str) -> None:
     ).scalar_one_or_none()
     if row is None:
         raise InvalidRefreshToken()
-    await _revoke_family(session, row.family_id, utcnow())
+    await _end_login(session, revocations, row.user_id, row.family_id, utcnow())
+
+
+async def _end_login(
+    session: AsyncSession,
+    revocations: SessionRevocations,
+    user_id: int,
+    family_id: str,
+    now: datetime,
+) -> None:
+    await _revoke_family(session, family_id, now)
+    await revocations.announce(AccountChange(user_id, ChangeKind.SESSION_ENDED, family_id))
 
 
 async def end_all_sessions(session: AsyncSession, user: User) -> None:
@@ -144,11 +167,43 @@ async def end_all_sessions(session: AsyncSession, user: User) -> None:
     )
 
 
-async def user_for_access_token(session: AsyncSession, codec: TokenCodec, token: str) -> User:
-    claims = codec.decode_access(token)
-    user = await session.get(User, claims.user_id)
-    if user is None or user.token_version != claims.token_version:
-        raise InvalidToken()
-    if not user.is_active:
-        raise InactiveUser()
-    return user
+async def load_login(database: Database, user_id: int, session_id: str | None) -> Login | None:
+    """The account and whether login `session_id` is still open, in one statement on an
+    autocommit connection (one round trip): the principal cache's loader."""
+    users = User.__table__
+    if session_id is None:
+        session_open: ColumnElement[bool] = true()
+    else:
+        tokens = RefreshToken.__table__
+        session_open = (
+            select(tokens.c.id)
+            .where(
+                tokens.c.family_id == session_id,
+                tokens.c.user_id == users.c.id,
+                tokens.c.revoked_at.is_(None),
+            )
+            .exists()
+        )
+    statement = select(
+        users.c.id,
+        users.c.name,
+        users.c.email,
+        users.c.is_admin,
+        users.c.is_active,
+        users.c.token_version,
+        session_open.label("session_open"),
+    ).where(users.c.id == user_id)
+    async with database.reader() as connection:
+        row = (await connection.execute(statement)).one_or_none()
+    if row is None:
+        return None
+    principal = Principal(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        is_admin=row.is_admin,
+        is_active=row.is_active,
+        token_version=row.token_version,
+        session_id=session_id,
+    )
+    return Login(principal, session_open=bool(row.session_open))

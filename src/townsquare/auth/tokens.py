@@ -22,6 +22,8 @@ LEEWAY_SECONDS = 5
 # limiter and then by the auth dependency, and a client sends the same token for
 # minutes, so the signature is checked once rather than on every read.
 VERIFIED_CACHE_SIZE = 4096
+# A refresh-token family id is 32 hex characters (the column holds no more).
+MAX_SESSION_ID_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,10 @@ class AccessClaims:
     user_id: int
     token_version: int
     expires_at: int
+    # The login the token belongs to (`sid`, its refresh-token family id). None only on
+    # tokens issued before the claim existed; they cannot be ended one login at a time
+    # and simply run out.
+    session_id: str | None = None
 
 
 class TokenCodec:
@@ -40,10 +46,13 @@ class TokenCodec:
         self.refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
         self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
-    def encode_access(self, *, user_id: int, token_version: int, now: datetime) -> str:
+    def encode_access(
+        self, *, user_id: int, token_version: int, session_id: str, now: datetime
+    ) -> str:
         payload = {
             "sub": str(user_id),
             "ver": token_version,
+            "sid": session_id,
             "iat": int(now.timestamp()),
             "exp": int((now + self.access_ttl).timestamp()),
             "iss": self._issuer,
@@ -79,9 +88,19 @@ class TokenCodec:
             )
             user_id = int(payload["sub"])
             version = payload["ver"]
+            session_id = payload.get("sid")
             if not isinstance(version, int) or user_id < 1:
                 raise InvalidToken()
-            return AccessClaims(user_id=user_id, token_version=version, expires_at=payload["exp"])
+            if session_id is not None and not (
+                isinstance(session_id, str) and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH
+            ):
+                raise InvalidToken()
+            return AccessClaims(
+                user_id=user_id,
+                token_version=version,
+                expires_at=payload["exp"],
+                session_id=session_id,
+            )
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken() from exc
 

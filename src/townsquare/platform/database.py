@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, event
+import asyncpg
+from sqlalchemy import DateTime, MetaData, Select, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -16,6 +19,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
+
+from townsquare.platform.errors import DatabaseUnavailable
 
 # Stable constraint names, so migrations can drop and alter what they created.
 NAMING_CONVENTION = {
@@ -60,9 +66,62 @@ def utcnow() -> datetime:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # The same pool in autocommit mode, for reads of one statement: no BEGIN before
+    # the statement and no ROLLBACK when the connection goes back to the pool, so a
+    # one-row read is one round trip. Never for a read that needs a consistent
+    # snapshot over several statements, nor for a write.
+    read_engine: AsyncEngine
+
+    def reader(self) -> AsyncConnection:
+        """`async with database.reader() as connection:` one autocommit connection."""
+        return self.read_engine.connect()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class OneRowRead:
+    """A SELECT of at most one row, run as cheaply as the driver allows: for the reads
+    on every request, where SQLAlchemy's execution and result machinery would cost more
+    than the round trip itself.
+
+    On PostgreSQL the statement is compiled once and sent straight through asyncpg on a
+    connection borrowed from the pool (asyncpg prepares it once per connection; no
+    BEGIN, no ROLLBACK); result values are asyncpg's own (timestamptz comes back aware,
+    in UTC, as UTCDateTime would give it). Elsewhere it runs through Core on an
+    autocommit connection. Either way the row comes back as a mapping of column labels.
+    """
+
+    def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
+        self.statement = statement
+        self._compiled: tuple[str, tuple[str, ...]] | None = None
+
+    async def fetch(self, database: Database, **params: Any) -> Mapping[str, Any] | None:
+        if database.engine.dialect.driver != "asyncpg":
+            async with database.reader() as connection:
+                result = await connection.execute(self.statement, params)
+                return cast(Mapping[str, Any] | None, result.mappings().first())
+        sql, names = self._compiled or self._compile(database.engine.dialect)
+        # The pool's connection itself, not an AsyncConnection: its context manager
+        # closes in a task of its own, two more turns of the event loop per read.
+        raw = await database.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            record = await driver.fetchrow(sql, *(params[name] for name in names))
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            # The connection broke (a restart, a failover): never hand it out again.
+            raw.invalidate(exc)
+            raise DatabaseUnavailable() from exc
+        finally:
+            await greenlet_spawn(raw.close)
+        # A plain dict: an asyncpg Record is a mapping without attributes, which models
+        # built `from_attributes` would not read.
+        return None if record is None else dict(record.items())
+
+    def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        compiled = self.statement.compile(dialect=dialect)
+        self._compiled = compiled.string, tuple(compiled.positiontup or ())
+        return self._compiled
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,12 +136,32 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_database(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Database:
+def create_database(
+    url: str, *, pool_size: int = 10, max_overflow: int = 0, pool_timeout: float = 5.0
+) -> Database:
+    """The engine and its session factory.
+
+    PostgreSQL: a fixed pool of `pool_size` connections. No pre-ping: a checkout costs
+    no round trip; a connection found dead on use fails that one statement, and
+    SQLAlchemy then drops every connection the pool opened before it, so one request
+    (answered 503) pays for a database restart instead of every request paying a ping.
+    Overflow connections are closed when returned, so under sustained load any overflow
+    means a new PostgreSQL session per burst: the default is none, and a request that
+    waits `pool_timeout` seconds for a connection is answered 503 with Retry-After.
+    """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, pool_timeout=pool_timeout)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
     else:
         engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=False,
         )
-    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+    return Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
+    )

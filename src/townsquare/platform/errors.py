@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from townsquare.platform.middleware.request_id import HEADER as REQUEST_ID_HEADER
@@ -32,6 +34,9 @@ class AppError(Exception):
     def __init__(self, detail: str | None = None) -> None:
         self.message = detail or self.detail
         super().__init__(self.message)
+
+    def response_headers(self) -> Mapping[str, str]:
+        return self.headers
 
 
 class NotFound(AppError):
@@ -53,6 +58,34 @@ class Unauthorized(AppError):
 class Forbidden(AppError):
     status_code = 403
     detail = "Forbidden"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    detail = "Too many requests, retry later"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+    def response_headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class DatabaseBusy(AppError):
+    """Every database connection of this worker stayed busy for the pool timeout."""
+
+    status_code = 503
+    detail = "The service is busy, retry shortly"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
+
+
+class DatabaseUnavailable(AppError):
+    """The database connection broke under a request (a restart, a failover)."""
+
+    status_code = 503
+    detail = "The database is unavailable, retry shortly"
+    headers: ClassVar[Mapping[str, str]] = {"Retry-After": "1"}
 
 
 class FieldError(BaseModel):
@@ -104,7 +137,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _app_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return error_response(exc.status_code, exc.message, exc.headers)
+    return error_response(exc.status_code, exc.message, exc.response_headers())
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -115,6 +148,24 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return error_response(exc.status_code, str(exc.detail), exc.headers)
+
+
+async def _pool_timeout(_request: Request, exc: Exception) -> JSONResponse:
+    # Logged without a trace: it says the worker is saturated, not that code is broken.
+    logger.warning("no database connection within the pool timeout: %s", exc)
+    return error_response(DatabaseBusy.status_code, DatabaseBusy.detail, DatabaseBusy.headers)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:
+        # SQLAlchemy has already dropped the pool's older connections; the next request
+        # opens fresh ones.
+        logger.warning("database connection lost under %s %s", request.method, request.url.path)
+        return error_response(
+            DatabaseUnavailable.status_code, DatabaseUnavailable.detail, DatabaseUnavailable.headers
+        )
+    return await _unhandled_error(request, exc)
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
@@ -132,4 +183,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -66,12 +66,17 @@ class Metrics:
         )
         self.websocket_messages_in = Counter(
             "townsquare_websocket_messages_received",
-            "WebSocket frames received from clients.",
+            "WebSocket frames received from clients (counted once a second).",
             registry=r,
         )
         self.websocket_messages_out = Counter(
             "townsquare_websocket_messages_sent",
-            "WebSocket frames sent to clients.",
+            "WebSocket frames sent to clients (counted once a second).",
+            registry=r,
+        )
+        self.room_messages = Counter(
+            "townsquare_room_messages_stored",
+            "Room messages stored by this worker (REST and WebSocket).",
             registry=r,
         )
         self.broker_lag = Histogram(

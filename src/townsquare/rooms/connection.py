@@ -1,122 +1,146 @@
-"""One authenticated WebSocket: a reader, a writer and a watchdog in one task group.
+"""One authenticated WebSocket: a reader and a writer in one task group.
 
-The reader parses frames and acts; the writer is the only task that sends, draining
-a bounded mailbox; the watchdog closes the connection on a slow consumer (1013), a
-silent client (heartbeat) or an access token that expired without `refresh`.
-
-Room messages reach the writer in any order (from the hub, and after a join from
-history); per joined room it keeps the last `seq` sent, drops what is not newer and
-fills any hole from the database, so the client sees each room gap-free, in order,
-exactly once.
+The reader parses frames and acts. The writer is the only task that sends: it drains
+the connection's bounded outbox, where feeds put the frames of the rooms it joined
+(each frame built once per process and shared) and the reader puts its answers. Per
+joined room the writer skips what it already sent, so a replay and live traffic
+overlap without duplicates. Heartbeat, token expiry and the process-wide sweeps are
+done by the manager's housekeeping, not by a task per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from townsquare.auth import service as auth_service
-from townsquare.auth.tokens import TokenCodec
-from townsquare.platform.broker.hub import Mailbox, MailboxOverflow
 from townsquare.platform.errors import AppError
-from townsquare.rooms import service as rooms_service
-from townsquare.rooms.exceptions import RoomNotFound
-from townsquare.rooms.frames import (
+from townsquare.rooms.account import Account
+from townsquare.rooms.errors import (
     ClientGone,
     CloseConnection,
-    RateLimiter,
     check_frame,
     error_text,
     frame_error,
 )
-from townsquare.rooms.manager import ConnectionManager, RoomEvent, message_frame, room_channel
-from townsquare.rooms.models import Room
+from townsquare.rooms.feed import Delivery, Subscription
+from townsquare.rooms.outbox import Outbox
 from townsquare.rooms.protocol import (
     CLIENT_FRAME,
     AuthFrame,
     ClientFrame,
     CloseCode,
     ErrorCode,
-    JoinedFrame,
     JoinFrame,
     LeaveFrame,
+    LeftReason,
     PingFrame,
     PongFrame,
     RefreshFrame,
     SendFrame,
     TypingFrame,
 )
-from townsquare.users.models import User
-from townsquare.users.schemas import UserPublic
+from townsquare.rooms.throttle import UserThrottle
+
+if TYPE_CHECKING:
+    from townsquare.rooms.manager import ConnectionManager
 
 logger = logging.getLogger(__name__)
 
-HISTORY_PAGE = 200
 PONG = PongFrame().model_dump_json()
+# Sends of one connection waiting for their batch at once; the reader waits beyond it.
+MAX_SENDS_IN_FLIGHT = 16
+# A connection's `typing` frames reach a room at most this often.
+TYPING_INTERVAL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Replay:
-    """Writer instruction: send `joined`, replay history after `since`, go live."""
+    """Writer instruction: send `joined`, then the messages after `since` up to `upto`
+    (when `recovered`), from the feed's ring if it still holds them, else from history."""
 
-    state: RoomState
-    since: int | None
-    current: int
-
-
-@dataclass(eq=False)
-class RoomState:
-    room: Room
-    last_seq: int = 0
-    syncing: bool = True
-    pending: list[RoomEvent] = field(default_factory=list)
+    subscription: Subscription
+    joined: str
+    since: int
+    upto: int
+    recovered: bool
 
 
-Outgoing = str | RoomEvent | Replay
+class _Close:
+    """Writer instruction: stop now (the reason is in `Connection.closing`)."""
+
+
+_CLOSE = _Close()
+Outgoing = tuple[Subscription, Delivery] | str | Replay | _Close
 
 
 class Connection:
     def __init__(
         self,
         websocket: WebSocket,
+        send: Send,
         manager: ConnectionManager,
         *,
-        user: User,
+        account: Account,
         token_expires_at: float,
+        session_id: str | None = None,
+        throttle: UserThrottle,
     ) -> None:
         self.websocket = websocket
+        self._send = send
         self.manager = manager
         self.settings = manager.settings
-        self.user = user
-        self.public = UserPublic(id=user.id, name=user.name)
+        self.account = account
         self.id = uuid.uuid4().hex
+        self.session_id = session_id
         self.token_expires_at = token_expires_at
-        # The login this connection belongs to, once access tokens name it.
-        self.session_id: str | None = None
         self.expiry_warned_at: float | None = None
-        self.rooms: dict[str, RoomState] = {}
+        self.rooms: dict[str, Subscription] = {}
         self.last_seen = time.monotonic()
-        self.limiter = RateLimiter(self.settings.ws_messages_per_second)
-        self.mailbox: Mailbox[Outgoing] = Mailbox(self.settings.ws_send_queue_size)
+        self.throttle = throttle
+        self.strikes = 0  # frames sent after a rate_limited error, since the last allowed
+        self.outbox: Outbox[Outgoing] = Outbox(
+            self.settings.ws_send_queue_size, on_overflow=self._overflowed
+        )
+        self.closing: CloseConnection | None = None
         self.closed = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._close_request: CloseConnection | None = None
+        self.sent = 0  # frames sent, collected into the metrics by the manager
+        self.received = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._sending = False
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._typed_at: dict[str, float] = {}
+
+    # -- called by feeds, the manager and the reader -----------------------------------
+
+    def deliver(self, subscription: Subscription, delivery: Delivery) -> None:
+        self.outbox.push((subscription, delivery))
+
+    def send_text(self, text: str) -> None:
+        self.outbox.push(text)
+
+    def close_soon(self, code: int, reason: str, error: ErrorCode | None = None) -> None:
+        """End the connection with `code` as soon as the writer can, even if it is
+        stuck sending to a client that does not read."""
+        if self.closing is not None:
+            return
+        self.closing = CloseConnection(code, reason, error)
+        self.outbox.push_urgent(_CLOSE)
+        if self._sending and self._writer is not None:
+            self._writer.cancel()
+
+    def _overflowed(self) -> None:
+        self.close_soon(CloseCode.TRY_AGAIN_LATER, "too slow to read")
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def send(self, text: str) -> None:
-        self.mailbox.offer(text)
-
-    def request_close(self, code: int, reason: str) -> None:
-        self._close_request = CloseConnection(code, reason)
-        self._wake.set()
 
     async def run(self) -> CloseConnection | None:
         """Serve until one loop ends; return why the server closes, or None if the
@@ -124,9 +148,8 @@ class Connection:
         outcome: CloseConnection | None = None
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read_loop())
-                group.create_task(self._write_loop())
-                group.create_task(self._watch())
+                group.create_task(self._read_loop(), name=f"ws-read-{self.id}")
+                self._writer = group.create_task(self._write_loop(), name=f"ws-write-{self.id}")
         except* CloseConnection as closing:
             first = closing.exceptions[0]
             assert isinstance(first, CloseConnection)
@@ -137,246 +160,215 @@ class Connection:
             logger.error("websocket %s failed", self.id, exc_info=failed.exceptions[0])
             outcome = CloseConnection(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
-            await self._leave_all()
+            for future in self._in_flight:
+                future.cancel()
+            await self.manager.leave_all(self)
         return outcome
-
-    async def _leave_all(self) -> None:
-        for name in list(self.rooms):
-            await self._leave(name)
 
     # -- reader ------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        receive = self.websocket.receive
+        max_bytes = self.settings.ws_max_frame_bytes
         while True:
-            message = await self.websocket.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 raise ClientGone()
             self.last_seen = time.monotonic()
-            text = check_frame(message, self.settings.ws_max_frame_bytes)
-            allowed = self.limiter.take()
-            if allowed is None:
-                raise CloseConnection(
-                    CloseCode.POLICY_VIOLATION, "message rate exceeded", ErrorCode.RATE_LIMITED
-                )
-            if not allowed:
-                if not self.limiter.limited:
-                    self.limiter.limited = True
-                    self.send(error_text(ErrorCode.RATE_LIMITED, "Too many frames; slow down"))
+            self.received += 1
+            text = check_frame(message, max_bytes)
+            if not self.throttle.take():
+                self._limited()
                 continue
+            self.strikes = 0
             try:
                 frame: ClientFrame = CLIENT_FRAME.validate_json(text)
             except ValidationError as exc:
                 code, detail = frame_error(exc)
-                self.send(error_text(code, detail))
+                self.send_text(error_text(code, detail))
                 continue
             try:
                 await self._handle(frame)
             except (CloseConnection, asyncio.CancelledError):
                 raise
             except AppError as exc:
-                self.send(error_text(ErrorCode.INVALID_FRAME, exc.message, frame.ref))
+                self.send_text(error_text(ErrorCode.INVALID_FRAME, exc.message, frame.ref))
             except Exception:
                 logger.exception("failed to handle a %s frame", frame.type)
-                self.send(error_text(ErrorCode.INTERNAL, "Internal error", frame.ref))
+                self.send_text(error_text(ErrorCode.INTERNAL, "Internal error", frame.ref))
+
+    def _limited(self) -> None:
+        """A frame over the user's budget: refused with one error; a client that goes
+        on regardless for another burst's worth is closed."""
+        self.strikes += 1
+        if self.strikes == 1:
+            self.send_text(
+                error_text(ErrorCode.RATE_LIMITED, "Too many frames for this user; slow down")
+            )
+        elif self.strikes > self.throttle.capacity:
+            raise CloseConnection(
+                CloseCode.POLICY_VIOLATION, "message rate exceeded", ErrorCode.RATE_LIMITED
+            )
 
     async def _handle(self, frame: ClientFrame) -> None:
         match frame:
             case PingFrame():
-                self.send(PONG)
+                self.send_text(PONG)
             case SendFrame():
                 await self._on_send(frame)
             case JoinFrame():
-                await self._on_join(frame)
+                await self.manager.join(self, frame.room, since=frame.since, ref=frame.ref)
             case LeaveFrame():
                 if frame.room not in self.rooms:
                     self._not_joined(frame.room, frame.ref)
                 else:
-                    await self._leave(frame.room)
+                    await self.manager.leave(self, frame.room)
             case TypingFrame():
-                if frame.room not in self.rooms:
-                    self._not_joined(frame.room, frame.ref)
-                else:
-                    await self.manager.publish_typing(frame.room, self.public)
+                await self._on_typing(frame)
             case AuthFrame() | RefreshFrame():
-                await self._on_refresh(frame.token)
+                await self.manager.refresh_token(self, frame.token)
 
     def _not_joined(self, room: str, ref: str | None) -> None:
-        self.send(error_text(ErrorCode.NOT_JOINED, f"Join room {room!r} first", ref))
+        self.send_text(error_text(ErrorCode.NOT_JOINED, f"Join room {room!r} first", ref))
 
     async def _on_send(self, frame: SendFrame) -> None:
-        state = self.rooms.get(frame.room)
-        if state is None:
+        subscription = self.rooms.get(frame.room)
+        if subscription is None:
             self._not_joined(frame.room, frame.ref)
             return
-        async with self.manager.database.sessions() as session:
-            message, created = await rooms_service.post_message(
-                session,
-                room=state.room,
-                author=self.public,
-                body=frame.body,
-                client_id=frame.client_id,
-            )
-        if created:
-            await self.manager.publish_message(message)
+        if len(self._in_flight) >= MAX_SENDS_IN_FLIGHT:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        stored = self.manager.submit_message(
+            subscription.feed.room,
+            author=self.account.public,
+            body=frame.body,
+            client_id=frame.client_id,
+        )
+        # The sender sees its message come back through the room like everyone else;
+        # only a refusal needs an answer of its own.
+        self._in_flight.add(stored)
+        stored.add_done_callback(self._on_stored(frame.room, frame.ref))
 
-    async def _on_join(self, frame: JoinFrame) -> None:
-        if frame.room in self.rooms:
-            await self._leave(frame.room)
-        async with self.manager.database.sessions() as session:
-            try:
-                room = await rooms_service.get_visible_room(
-                    session, name=frame.room, viewer=self.user
-                )
-            except RoomNotFound:
-                self.send(error_text(ErrorCode.ROOM_NOT_FOUND, "Room not found", frame.ref))
+    def _on_stored(self, room: str, ref: str | None) -> Callable[[asyncio.Future[Any]], None]:
+        def done(stored: asyncio.Future[Any]) -> None:
+            self._in_flight.discard(stored)
+            if stored.cancelled():
                 return
-            state = RoomState(room=room)
-            self.rooms[frame.room] = state
-            # Subscribe first, then read where the room is: every message after that
-            # point arrives live (held back until the replay is done), and anything
-            # in between is caught by the writer's gap filling.
-            await self.manager.hub.subscribe(room_channel(frame.room), self.mailbox)
-            current = await rooms_service.last_seq(session, room_id=room.id)
-        await self.manager.enter(frame.room, self.public, self.id)
-        self.mailbox.offer(Replay(state, frame.since, current))
+            exc = stored.exception()
+            if exc is None:
+                return
+            if isinstance(exc, AppError):
+                self.send_text(error_text(ErrorCode.ROOM_NOT_FOUND, exc.message, ref))
+            else:
+                logger.error("storing a message into %s failed", room, exc_info=exc)
+                self.send_text(error_text(ErrorCode.INTERNAL, "Internal error", ref))
 
-    async def _leave(self, room: str) -> None:
-        if self.rooms.pop(room, None) is None:
+        return done
+
+    async def _on_typing(self, frame: TypingFrame) -> None:
+        if frame.room not in self.rooms:
+            self._not_joined(frame.room, frame.ref)
             return
-        await self.manager.hub.unsubscribe(room_channel(room), self.mailbox)
-        await self.manager.exit(room, self.public, self.id)
-
-    async def _on_refresh(self, token: str) -> None:
-        codec: TokenCodec = self.websocket.app.state.tokens
-        try:
-            async with self.manager.database.sessions() as session:
-                user = await auth_service.user_for_access_token(session, codec, token)
-            claims = codec.decode_access(token)
-        except AppError as exc:
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN
-            ) from exc
-        if user.id != self.user.id:
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION, "token is for another user", ErrorCode.INVALID_TOKEN
-            )
-        self.user = user
-        self.token_expires_at = claims.expires_at
-        self.expiry_warned_at = None
+        now = time.monotonic()
+        if now - self._typed_at.get(frame.room, -TYPING_INTERVAL) < TYPING_INTERVAL:
+            return  # once a second is all a room needs to show "typing"
+        self._typed_at[frame.room] = now
+        await self.manager.publish_typing(frame.room, self.account.public)
 
     # -- writer ------------------------------------------------------------------------
 
     async def _write_loop(self) -> None:
-        while True:
-            try:
-                item = await self.mailbox.get()
-            except MailboxOverflow:
-                raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "too slow to read") from None
-            if isinstance(item, str):
-                await self._send_text(item)
-            elif isinstance(item, RoomEvent):
-                await self._deliver(item)
-            else:
-                await self._replay(item)
+        outbox = self.outbox
+        items = outbox.items
+        send = self._send
+        try:
+            while True:
+                await outbox.wait()
+                if outbox.overflowed:
+                    raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "too slow to read")
+                self._sending = True
+                while items:
+                    item = items.popleft()
+                    if type(item) is tuple:
+                        subscription, delivery = item
+                        if not subscription.active:
+                            continue
+                        seq = delivery.seq
+                        if seq is not None:
+                            if seq <= subscription.sent_seq:
+                                continue
+                            subscription.sent_seq = seq
+                        await send(delivery.message)
+                        self.sent += 1
+                    elif isinstance(item, str):
+                        await self.send_frame(item)
+                    elif isinstance(item, Replay):
+                        await self._replay(item)
+                    else:
+                        assert self.closing is not None
+                        raise self.closing
+                self._sending = False
+        except asyncio.CancelledError:
+            if self.closing is not None:
+                raise self.closing from None
+            raise
 
-    async def _send_text(self, text: str) -> None:
-        # The one place where a frame is sent to a client (the counting point for
-        # messages out).
-        await self.websocket.send_text(text)
-
-    async def _deliver(self, event: RoomEvent) -> None:
-        state = self.rooms.get(event.room)
-        if state is None:
-            return
-        if state.syncing:
-            state.pending.append(event)
-            if len(state.pending) > self.mailbox.maxsize:
-                raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "too slow to read")
-            return
-        if event.seq is None:
-            await self._send_text(event.text)
-            return
-        if event.seq <= state.last_seq:
-            return
-        if event.seq > state.last_seq + 1:
-            await self._send_history(state, upto=event.seq - 1)
-        await self._send_text(event.text)
-        state.last_seq = event.seq
-
-    async def _send_history(self, state: RoomState, *, upto: int | None) -> None:
-        """Send stored messages after `state.last_seq` (up to `upto`, or all)."""
-        while upto is None or state.last_seq < upto:
-            async with self.manager.database.sessions() as session:
-                page = await rooms_service.list_messages(
-                    session, room=state.room, after_seq=state.last_seq, limit=HISTORY_PAGE
-                )
-            for message in page:
-                if upto is not None and message.seq > upto:
-                    return
-                await self._send_text(message_frame(message).model_dump_json())
-                state.last_seq = message.seq
-            if len(page) < HISTORY_PAGE:
-                return
+    async def send_frame(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+        self.sent += 1
 
     async def _replay(self, replay: Replay) -> None:
-        state = replay.state
-        name = state.room.name
-        if self.rooms.get(name) is not state:
-            return  # left (or joined again) before the writer got here
-        online = await self.manager.online(name)
-        joined = JoinedFrame(
-            room=name,
-            seq=replay.current,
-            online=online,
-            online_count=len(online),
-            recovered=True,
-        )
-        await self._send_text(joined.model_dump_json())
-        if replay.since is None:
-            state.last_seq = replay.current
-        else:
-            state.last_seq = min(replay.since, replay.current)
-            await self._send_history(state, upto=None)
-        state.syncing = False
-        pending, state.pending = state.pending, []
-        for event in pending:
-            await self._deliver(event)
+        subscription = replay.subscription
+        if not subscription.active:
+            return  # left (or removed) before the writer got here
+        await self.send_frame(replay.joined)
+        if not replay.recovered or replay.upto <= replay.since:
+            return
+        feed = subscription.feed
+        buffered = feed.buffered(replay.since, replay.upto)
+        if buffered is not None:
+            for delivery in buffered:
+                await self._send(delivery.message)
+            self.sent += len(buffered)
+            return
+        after = replay.since
+        while after < replay.upto:
+            page = await self.manager.history(feed.room, after, replay.upto, 500)
+            if not page:
+                break
+            for seq, text in page:
+                await self._send({"type": "websocket.send", "text": text})
+                after = seq
+            self.sent += len(page)
 
-    # -- watchdog ------------------------------------------------------------------------
+    # -- manager's view -----------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    def remove_from(self, room: str, reason: LeftReason, left_text: str) -> Subscription | None:
+        """Take the connection out of `room` on the server's decision: `left` follows
+        at once, and nothing more of the room (queued frames of it are skipped)."""
+        subscription = self.rooms.pop(room, None)
+        if subscription is None:
+            return None
+        subscription.feed.unsubscribe(subscription)
+        self.send_text(left_text)
+        return subscription
+
+    def watch(self, now: float, wall: float) -> None:
+        """The manager's periodic check: heartbeat and token expiry."""
         settings = self.settings
-        tick = min(
-            1.0, settings.ws_heartbeat_timeout_seconds / 4, settings.ws_auth_timeout_seconds / 4
-        )
-        self.mailbox.on_overflow = self._wake.set
-        presence_refreshed = time.monotonic()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(tick):
-                    await self._wake.wait()
-            self._wake.clear()
-            if self._close_request is not None:
-                raise self._close_request
-            if self.mailbox.overflowed.is_set():
-                raise CloseConnection(CloseCode.TRY_AGAIN_LATER, "too slow to read")
-            now = time.monotonic()
-            if now - self.last_seen > settings.ws_heartbeat_timeout_seconds:
-                raise CloseConnection(CloseCode.POLICY_VIOLATION, "heartbeat timeout")
-            if self.rooms and now - presence_refreshed >= settings.ws_heartbeat_interval_seconds:
-                presence_refreshed = now
-                await self.manager.refresh_presence(list(self.rooms), self.public, self.id)
-            if time.time() >= self.token_expires_at:
-                if self.expiry_warned_at is None:
-                    self.expiry_warned_at = now
-                    self.send(
-                        error_text(
-                            ErrorCode.TOKEN_EXPIRED,
-                            "The access token expired; send `refresh` with a new one "
-                            f"within {settings.ws_auth_timeout_seconds:g}s",
-                        )
+        if now - self.last_seen > settings.ws_heartbeat_timeout_seconds:
+            self.close_soon(CloseCode.POLICY_VIOLATION, "heartbeat timeout")
+        elif wall >= self.token_expires_at:
+            if self.expiry_warned_at is None:
+                self.expiry_warned_at = now
+                self.send_text(
+                    error_text(
+                        ErrorCode.TOKEN_EXPIRED,
+                        "The access token expired; send `refresh` with a new one "
+                        f"within {settings.ws_auth_timeout_seconds:g}s",
                     )
-                elif now - self.expiry_warned_at > settings.ws_auth_timeout_seconds:
-                    raise CloseConnection(
-                        CloseCode.POLICY_VIOLATION, "access token expired", ErrorCode.TOKEN_EXPIRED
-                    )
+                )
+            elif now - self.expiry_warned_at > settings.ws_auth_timeout_seconds:
+                self.close_soon(
+                    CloseCode.POLICY_VIOLATION, "access token expired", ErrorCode.TOKEN_EXPIRED
+                )

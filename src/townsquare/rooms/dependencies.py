@@ -24,7 +24,7 @@ async def get_room(
     return await rooms_service.get_visible_room(session, name=name, viewer=viewer)
 
 
-def get_manager(connection: HTTPConnection) -> ConnectionManager:
+async def get_manager(connection: HTTPConnection) -> ConnectionManager:
     return cast(ConnectionManager, connection.app.state.rooms)
 
 

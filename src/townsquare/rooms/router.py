@@ -18,6 +18,7 @@ from townsquare.rooms.exceptions import (
     RoomNameTaken,
     RoomNotFound,
 )
+from townsquare.rooms.protocol import LeftReason
 from townsquare.rooms.schemas import (
     MAX_SEQ,
     MemberRead,
@@ -25,7 +26,9 @@ from townsquare.rooms.schemas import (
     MessageRead,
     RoomCreate,
     RoomRead,
+    RoomUpdate,
 )
+from townsquare.rooms.store import RoomRef
 from townsquare.users.exceptions import UserNotFound
 from townsquare.users.schemas import MAX_DB_INT, UserPublic
 
@@ -95,10 +98,54 @@ async def add_member(
     ),
 )
 async def remove_member(
-    room: VisibleRoom, user_id: UserIdPath, user: CurrentUser, session: SessionDep
+    room: VisibleRoom, user_id: UserIdPath, user: CurrentUser, session: SessionDep, manager: Manager
 ) -> Response:
-    """Remove a member (the owner or an admin; any member may remove themself)."""
+    """Remove a member (the owner or an admin; any member may remove themself). A
+    member who loses access to the room (a private one) is taken out of it at once,
+    on every instance (`left {reason: removed}`)."""
     await rooms_service.remove_member(session, room=room, actor=user, user_id=user_id)
+    await manager.room_changed(room.name, user_id=user_id, reason=LeftReason.REMOVED)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch(
+    "/{name}",
+    response_model=RoomRead,
+    responses=responses(InvalidToken, RoomNotFound, NotRoomManager),
+)
+async def update_room(
+    body: RoomUpdate, room: VisibleRoom, user: CurrentUser, session: SessionDep, manager: Manager
+) -> RoomRead:
+    """Change the topic or make the room private or public (the owner or an admin).
+    Made private, its non-members are taken out of it at once (`left`)."""
+    made_private = body.private is True and not room.is_private
+    room = await rooms_service.update_room(
+        session,
+        room=room,
+        actor=user,
+        topic=body.topic,
+        private=body.private,
+        clear_topic="topic" in body.model_fields_set,
+    )
+    if made_private:
+        await manager.room_changed(room.name, user_id=None, reason=LeftReason.ACCESS_REVOKED)
+    return RoomRead.model_validate(room)
+
+
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(InvalidToken, RoomNotFound, NotRoomManager),
+)
+async def delete_room(
+    room: VisibleRoom, user: CurrentUser, session: SessionDep, manager: Manager
+) -> Response:
+    """Delete the room with its members and history (the owner or an admin). Everyone
+    in it gets `left {reason: room_deleted}` at once, on every instance."""
+    name = room.name
+    await rooms_service.delete_room(session, room=room, actor=user)
+    await manager.room_changed(name, user_id=None, reason=LeftReason.ROOM_DELETED)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -127,7 +174,6 @@ async def post_message(
     body: MessageCreate,
     room: VisibleRoom,
     user: CurrentUser,
-    session: SessionDep,
     manager: Manager,
     response: Response,
     idempotency_key: Annotated[
@@ -142,15 +188,12 @@ async def post_message(
     ] = None,
 ) -> MessageRead:
     """Store a message and deliver it live to the room."""
-    message, created = await rooms_service.post_message(
-        session,
-        room=room,
+    message, created = await manager.send_message(
+        RoomRef(room.id, room.name),
         author=UserPublic(id=user.id, name=user.name),
         body=body.body,
         idempotency_key=idempotency_key,
     )
-    if created:
-        await manager.publish_message(message)
-    else:
+    if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return message

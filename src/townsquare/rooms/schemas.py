@@ -61,6 +61,17 @@ class RoomCreate(BaseModel):
     )
 
 
+class RoomUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: Topic | None = Field(
+        default=None, description="A new topic; null clears it; absent leaves it."
+    )
+    private: bool | None = Field(
+        default=None, description="Make the room private (members only) or public."
+    )
+
+
 class RoomRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -1,16 +1,18 @@
-"""Rooms, membership and messages. Every message gets its per-room `seq` here."""
+"""Rooms, membership, who may be in a room, and history. Messages are stored by
+`store.py` (group commit), through the room engine (`ConnectionManager.send_message`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import Select, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from townsquare.platform.database import utcnow
+from townsquare.auth.principals import Actor
+from townsquare.platform.database import Database, OneRowRead, utcnow
+from townsquare.rooms.account import Account
 from townsquare.rooms.exceptions import (
-    IdempotencyKeyReused,
     MemberNotFound,
     NotRoomManager,
     OwnerCannotBeRemoved,
@@ -28,7 +30,7 @@ MEMBER = "member"
 
 
 async def create_room(
-    session: AsyncSession, *, owner: User, name: str, topic: str | None, private: bool
+    session: AsyncSession, *, owner: Actor, name: str, topic: str | None, private: bool
 ) -> Room:
     if await _room_by_name(session, name) is not None:
         raise RoomNameTaken()
@@ -58,7 +60,7 @@ async def is_member(session: AsyncSession, *, room_id: int, user_id: int) -> boo
     return found.first() is not None
 
 
-async def get_visible_room(session: AsyncSession, *, name: str, viewer: User) -> Room:
+async def get_visible_room(session: AsyncSession, *, name: str, viewer: Actor) -> Room:
     """The room, if `viewer` may see it: public rooms to anyone signed in, private
     rooms to their members and admins. Anything else is `RoomNotFound`."""
     room = await _room_by_name(session, name)
@@ -71,7 +73,7 @@ async def get_visible_room(session: AsyncSession, *, name: str, viewer: User) ->
 
 
 async def list_rooms(
-    session: AsyncSession, *, viewer: User, skip: int, limit: int
+    session: AsyncSession, *, viewer: Actor, skip: int, limit: int
 ) -> Sequence[Room]:
     query = select(Room).order_by(Room.id).offset(skip).limit(limit)
     if not viewer.is_admin:
@@ -80,7 +82,7 @@ async def list_rooms(
     return (await session.execute(query)).scalars().all()
 
 
-def _ensure_manager(room: Room, actor: User) -> None:
+def _ensure_manager(room: Room, actor: Actor) -> None:
     if not (actor.is_admin or room.owner_id == actor.id):
         raise NotRoomManager()
 
@@ -101,7 +103,9 @@ def _member_read(member: RoomMember, user: User) -> MemberRead:
     )
 
 
-async def add_member(session: AsyncSession, *, room: Room, actor: User, user_id: int) -> MemberRead:
+async def add_member(
+    session: AsyncSession, *, room: Room, actor: Actor, user_id: int
+) -> MemberRead:
     """Owner and admins add anyone; anyone may add themself to a public room."""
     if not (user_id == actor.id and not room.is_private):
         _ensure_manager(room, actor)
@@ -121,7 +125,7 @@ async def add_member(session: AsyncSession, *, room: Room, actor: User, user_id:
     return _member_read(member, user)
 
 
-async def remove_member(session: AsyncSession, *, room: Room, actor: User, user_id: int) -> None:
+async def remove_member(session: AsyncSession, *, room: Room, actor: Actor, user_id: int) -> None:
     """Owner and admins remove anyone but the owner; members may remove themselves."""
     if user_id != actor.id:
         _ensure_manager(room, actor)
@@ -183,106 +187,106 @@ async def list_messages(
     return [_message_read(message, room.name, uid, uname) for message, uid, uname in rows]
 
 
-async def _existing_message(
-    session: AsyncSession,
-    *,
-    room: Room,
-    author_id: int,
-    client_id: str | None,
-    idempotency_key: str | None,
-) -> MessageRead | None:
-    if client_id is None and idempotency_key is None:
-        return None
-    query = _messages(room).where(Message.author_id == author_id)
-    if client_id is not None:
-        query = query.where(Message.client_id == client_id)
-    else:
-        query = query.where(Message.idempotency_key == idempotency_key)
-    row = (await session.execute(query)).first()
-    if row is None:
-        return None
-    return _message_read(row[0], room.name, row[1], row[2])
-
-
-async def post_message(
-    session: AsyncSession,
-    *,
-    room: Room,
-    author: UserPublic,
-    body: str,
-    client_id: str | None = None,
-    idempotency_key: str | None = None,
-) -> tuple[MessageRead, bool]:
-    """Store a message with the room's next `seq`. Returns it and whether it is new:
-    a repeated `client_id` or `Idempotency-Key` gives back the message stored first."""
-
-    async def stored_before() -> MessageRead | None:
-        return await _existing_message(
-            session,
-            room=room,
-            author_id=author.id,
-            client_id=client_id,
-            idempotency_key=idempotency_key,
-        )
-
-    existing = await stored_before()
-    if existing is None:
-        try:
-            return await _insert_message(
-                session,
-                room=room,
-                author=author,
-                body=body,
-                client_id=client_id,
-                idempotency_key=idempotency_key,
-            ), True
-        except IntegrityError:
-            # The same client_id or key raced in on another connection and won.
-            await session.rollback()
-            existing = await stored_before()
-            if existing is None:
-                raise
-    if idempotency_key is not None and existing.body != body:
-        raise IdempotencyKeyReused()
-    return existing, False
-
-
-async def _insert_message(
-    session: AsyncSession,
-    *,
-    room: Room,
-    author: UserPublic,
-    body: str,
-    client_id: str | None,
-    idempotency_key: str | None,
-) -> MessageRead:
-    # The write path: one transaction that bumps the room's counter and inserts the
-    # message. The UPDATE takes the lock of this room's row only (PostgreSQL) and
-    # RETURNING hands back the new value, so two senders can never get one number;
-    # a failed insert rolls the counter back with it, so there is no gap either.
-    seq = (
-        await session.execute(
-            update(Room)
-            .where(Room.id == room.id)
-            .values(last_seq=Room.last_seq + 1)
-            .returning(Room.last_seq)
-            .execution_options(synchronize_session=False)
-        )
-    ).scalar_one()
-    message = Message(
-        room_id=room.id,
-        seq=seq,
-        author_id=author.id,
-        body=body,
-        client_id=client_id,
-        idempotency_key=idempotency_key,
-        created_at=utcnow(),
-    )
-    session.add(message)
-    await session.commit()
-    return _message_read(message, room.name, author.id, author.name)
-
-
 async def last_seq(session: AsyncSession, *, room_id: int) -> int:
     result = await session.execute(select(Room.last_seq).where(Room.id == room_id))
     return result.scalar_one_or_none() or 0
+
+
+_MEMBER = (
+    select(RoomMember.user_id)
+    .where(RoomMember.room_id == Room.id, RoomMember.user_id == bindparam("user_id"))
+    .exists()
+)
+# Who may join: read fresh in one round trip (an admin demoted a second ago is not
+# one here), for the WebSocket `join`.
+_JOIN_ACCESS = OneRowRead(
+    select(
+        Room.id,
+        Room.name,
+        Room.is_private,
+        User.is_active,
+        User.is_admin,
+        _MEMBER.label("is_member"),
+    )
+    .select_from(Room)
+    .join(User, User.id == bindparam("user_id"))
+    .where(Room.name == bindparam("name"))
+)
+
+
+async def joinable_room(database: Database, *, name: str, user_id: int) -> tuple[int, str]:
+    """The id and name of the room `user_id` may join now; `RoomNotFound` otherwise
+    (also for a disabled account, and a private room it may not see)."""
+    row = await _JOIN_ACCESS.fetch(database, name=name, user_id=user_id)
+    if row is None or not row["is_active"]:
+        raise RoomNotFound()
+    if row["is_private"] and not (row["is_admin"] or row["is_member"]):
+        raise RoomNotFound()
+    return int(row["id"]), str(row["name"])
+
+
+async def users_with_access(session: AsyncSession, *, room_id: int, user_ids: set[int]) -> set[int]:
+    """Those of `user_ids` who may be in the room now: active, and the room public, or
+    a member, or an admin. Empty when the room is gone."""
+    if not user_ids:
+        return set()
+    private = (
+        await session.execute(select(Room.is_private).where(Room.id == room_id))
+    ).scalar_one_or_none()
+    if private is None:
+        return set()
+    rows = await session.execute(
+        select(User.id, User.is_admin).where(User.id.in_(user_ids), User.is_active.is_(True))
+    )
+    active = {row.id: row.is_admin for row in rows}
+    if not private:
+        return set(active)
+    members = set(
+        (
+            await session.execute(
+                select(RoomMember.user_id).where(
+                    RoomMember.room_id == room_id, RoomMember.user_id.in_(active)
+                )
+            )
+        ).scalars()
+    )
+    return {user_id for user_id, is_admin in active.items() if is_admin or user_id in members}
+
+
+async def account_of(session: AsyncSession, user_id: int) -> Account | None:
+    """The connection's view of an active account, read fresh; None if gone or disabled."""
+    row = (
+        await session.execute(
+            select(User.id, User.name, User.is_admin).where(
+                User.id == user_id, User.is_active.is_(True)
+            )
+        )
+    ).first()
+    return None if row is None else Account(row.id, row.name, row.is_admin)
+
+
+async def update_room(
+    session: AsyncSession,
+    *,
+    room: Room,
+    actor: Actor,
+    topic: str | None,
+    private: bool | None,
+    clear_topic: bool,
+) -> Room:
+    _ensure_manager(room, actor)
+    if clear_topic or topic is not None:
+        room.topic = topic
+    if private is not None:
+        room.is_private = private
+    await session.commit()
+    return room
+
+
+async def delete_room(session: AsyncSession, *, room: Room, actor: Actor) -> None:
+    """Delete the room, its members and its history."""
+    _ensure_manager(room, actor)
+    await session.execute(delete(Message).where(Message.room_id == room.id))
+    await session.execute(delete(RoomMember).where(RoomMember.room_id == room.id))
+    await session.execute(delete(Room).where(Room.id == room.id))
+    await session.commit()

@@ -1,4 +1,8 @@
-"""The `/ws` endpoint: Origin check, authentication, then one `Connection`."""
+"""The `/ws` endpoint: Origin check, authentication, then one `Connection`.
+
+Mounted as a plain ASGI endpoint, so the connection's writer sends through the
+server's own `send`: a room's frame is one ASGI message shared by every recipient.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,16 @@ import logging
 from typing import cast
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
 
-from townsquare.auth import service as auth_service
-from townsquare.auth.tokens import TokenCodec
-from townsquare.platform.errors import AppError
+from townsquare.auth.tokens import AccessClaims
+from townsquare.platform.metrics import Metrics
+from townsquare.rooms.account import Account
 from townsquare.rooms.connection import Connection
-from townsquare.rooms.frames import ClientGone, CloseConnection, check_frame, error_text
+from townsquare.rooms.errors import ClientGone, CloseConnection, check_frame, error_text
 from townsquare.rooms.manager import ConnectionManager
 from townsquare.rooms.protocol import (
     CLIENT_FRAME,
@@ -26,11 +32,8 @@ from townsquare.rooms.protocol import (
     Heartbeat,
     WelcomeFrame,
 )
-from townsquare.users.models import User
 
 logger = logging.getLogger(__name__)
-
-router = APIRouter()
 
 BYE_TIMEOUT = 1.0
 
@@ -44,9 +47,9 @@ def _origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
     return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 
-@router.websocket("/ws")
-async def websocket_endpoint(websocket: WebSocket) -> None:
+async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """Live rooms. The frames are documented in /asyncapi.json."""
+    websocket = WebSocket(scope, receive, send)
     manager = cast(ConnectionManager, websocket.app.state.rooms)
     settings = manager.settings
     origin = websocket.headers.get("origin")
@@ -61,19 +64,29 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        user, expires_at = await _authenticate(websocket, manager)
+        account, claims = await _authenticate(websocket, manager)
     except CloseConnection as closing:
         await _close(websocket, closing)
         return
     except ClientGone:
         return
 
-    connection = Connection(websocket, manager, user=user, token_expires_at=expires_at)
+    connection = Connection(
+        websocket,
+        send,
+        manager,
+        account=account,
+        token_expires_at=float(claims.expires_at),
+        session_id=claims.session_id,
+        throttle=manager.throttles.acquire(account.id),
+    )
+    metrics = cast(Metrics, websocket.app.state.metrics)
     manager.register(connection)
+    metrics.websockets_open.inc()
     try:
-        connection.send(
+        connection.send_text(
             WelcomeFrame(
-                user=connection.public,
+                user=account.public,
                 connection_id=connection.id,
                 heartbeat=Heartbeat(
                     interval=settings.ws_heartbeat_interval_seconds,
@@ -86,10 +99,27 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             await _close(websocket, outcome)
     finally:
         manager.unregister(connection)
+        metrics.websockets_open.dec()
         connection.closed.set()
 
 
-async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tuple[User, float]:
+class _Endpoint:
+    """An ASGI app (not a function), so Starlette hands it the raw scope, receive and
+    send instead of wrapping it in a session."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await websocket_endpoint(scope, receive, send)
+
+
+endpoint = _Endpoint()
+# Also a route, so the app's routing knows `/ws` (served ahead of the middleware by
+# `WebSocketRoutesMiddleware`).
+route = WebSocketRoute("/ws", endpoint, name="ws")
+
+
+async def _authenticate(
+    websocket: WebSocket, manager: ConnectionManager
+) -> tuple[Account, AccessClaims]:
     """The user, from `Authorization: Bearer` on the handshake or else a first `auth`
     frame within the auth timeout; and when their access token expires."""
     settings = manager.settings
@@ -114,30 +144,18 @@ async def _authenticate(websocket: WebSocket, manager: ConnectionManager) -> tup
                 CloseCode.POLICY_VIOLATION, "first frame must be auth", ErrorCode.NOT_AUTHENTICATED
             )
         token = frame.token
-    codec = cast(TokenCodec, websocket.app.state.tokens)
-    try:
-        if len(token) > 4096:
-            raise CloseConnection(
-                CloseCode.POLICY_VIOLATION,
-                "Could not validate credentials",
-                ErrorCode.INVALID_TOKEN,
-            )
-        async with manager.database.sessions() as session:
-            user = await auth_service.user_for_access_token(session, codec, token)
-        return user, float(codec.decode_access(token).expires_at)
-    except AppError as exc:
-        raise CloseConnection(
-            CloseCode.POLICY_VIOLATION, exc.message, ErrorCode.INVALID_TOKEN
-        ) from exc
+    return await manager.authenticate(token)
 
 
 async def _close(websocket: WebSocket, closing: CloseConnection) -> None:
-    """`bye`, then the close frame; best effort, as the client may be gone or stuck."""
+    """`bye`, then the close frame; best effort and bounded, as the client may be gone
+    or not reading."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(BYE_TIMEOUT):
             if closing.error is not None:
                 await websocket.send_text(error_text(closing.error, closing.reason))
             await websocket.send_text(ByeFrame(reason=closing.reason).model_dump_json())
     with contextlib.suppress(Exception):
-        await websocket.close(code=closing.code, reason=closing.reason[:120])
+        async with asyncio.timeout(BYE_TIMEOUT):
+            await websocket.close(code=closing.code, reason=closing.reason[:120])
     logger.info("websocket closed %d: %s", closing.code, closing.reason)

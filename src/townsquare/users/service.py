@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from townsquare.platform.database import Database, OneRowRead
 from townsquare.users.exceptions import EmailAlreadyRegistered, UserNotFound
 from townsquare.users.models import User
 
+# What a reader sees of an account (no secrets).
+_ACCOUNT_COLUMNS = (User.id, User.name, User.email, User.is_admin, User.is_active, User.created_at)
+_READ_USER = OneRowRead(select(*_ACCOUNT_COLUMNS).where(User.id == bindparam("user_id")))
+
+
+async def read_user(database: Database, user_id: int) -> Mapping[str, Any]:
+    """One account, for display: one round trip, no ORM, no transaction."""
+    row = await _READ_USER.fetch(database, user_id=user_id)
+    if row is None:
+        raise UserNotFound()
+    return row
+
 
 async def get_user(session: AsyncSession, user_id: int) -> User:
+    """The ORM row, for a caller that changes it."""
     user = await session.get(User, user_id)
     if user is None:
         raise UserNotFound()
@@ -24,9 +39,9 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return result.scalar_one_or_none()
 
 
-async def list_users(session: AsyncSession, *, skip: int, limit: int) -> Sequence[User]:
-    result = await session.execute(select(User).order_by(User.id).offset(skip).limit(limit))
-    return result.scalars().all()
+async def list_users(connection: AsyncConnection, *, skip: int, limit: int) -> Sequence[RowMapping]:
+    statement = select(*_ACCOUNT_COLUMNS).order_by(User.id).offset(skip).limit(limit)
+    return (await connection.execute(statement)).mappings().all()
 
 
 async def create_user(

@@ -64,6 +64,18 @@ async def test_publish_many_on_several_channels_keeps_order_per_channel(
     assert received == sent
 
 
+async def test_publish_many_delivers_the_batch_in_order_between_single_publishes(
+    backend: BrokerBackend,
+) -> None:
+    await backend.subscribe("room:1")
+    await backend.publish("room:1", b"before")
+    await backend.publish_many("room:1", [f"batch/{i}".encode() for i in range(100)])
+    await backend.publish_many("room:1", [])
+    await backend.publish("room:1", b"after")
+    payloads = [(await receive(backend)).payload for _ in range(102)]
+    assert payloads == [b"before", *(f"batch/{i}".encode() for i in range(100)), b"after"]
+
+
 async def test_unsubscribe_stops_delivery(backend: BrokerBackend) -> None:
     await backend.subscribe("gone")
     await backend.subscribe("kept")

@@ -42,6 +42,10 @@ class BrokerBackend(Protocol):
         """Send `payload` to every subscriber of `channel` in every process, this one
         included. Raises `BrokerUnavailable` when it cannot."""
 
+    async def publish_many(self, channel: str, payloads: list[bytes]) -> None:
+        """`publish` each payload, in order, in as few round trips as the backend
+        can. Raises `BrokerUnavailable` when it cannot."""
+
     async def next_event(self) -> Event:
         """The next message on any subscribed channel, in publish order per channel.
         Blocks while the backend reconnects; never ends silently."""

@@ -1,14 +1,20 @@
-"""Local fan-out above a broker backend.
+"""The process's side of the broker: one handler per channel, one reader task.
 
-One backend subscription per channel per process however many local subscribers it
-has (refcounted), and one reader task that pulls `next_event()` and hands each event,
-decoded once, to every local subscriber's bounded mailbox.
+Whoever owns a channel in this process (a room's feed, the control channel's
+dispatcher) subscribes once with a handler; the hub holds one backend subscription
+for it and one reader task that pulls `next_event()`, decodes each envelope once and
+hands it to the channel's handler.
 
-A message published here is delivered to this process's subscribers at once, before
-it goes to the backend; the copy that comes back from the backend carries this hub's
-instance tag and is skipped. So local delivery goes on while the backend is down, and
-a local subscriber never gets one message twice. A full mailbox never blocks the hub:
-it is marked overflowed and its consumer is told to give up (a WebSocket closes 1013).
+A publication reaches this process's handler at once, as the `Envelope` object (no
+encode/decode round trip), and goes to the other processes through the backend,
+encoded once; the copy that comes back carries this hub's instance id and is skipped.
+So local delivery goes on while the backend is down.
+
+Backend subscriptions are applied by one task, in the order asked, so a subscribe
+and an unsubscribe of one channel can never overtake each other at the backend; no
+lock is held across a network call, and a frozen backend delays only the first
+subscriber of a new channel (up to the subscribe timeout), never publishers, readers
+or the subscribers of channels already held.
 """
 
 from __future__ import annotations
@@ -20,86 +26,41 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
 
 from townsquare.platform.broker.base import BrokerBackend, BrokerUnavailable
+from townsquare.platform.broker.envelope import Envelope, MalformedEnvelope
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-T_contra = TypeVar("T_contra", contravariant=True)
+Handler = Callable[[Envelope], None]
 
-_SEPARATOR = b"|"
 _RETRY_FIRST, _RETRY_MAX = 0.05, 2.0
 
 
-class MailboxOverflow(Exception):
-    """The consumer fell `maxsize` items behind and was dropped."""
-
-
-class Sink(Protocol[T_contra]):
-    def offer(self, item: T_contra) -> bool:
-        """Take `item` without blocking; False when it cannot (and never will)."""
-
-
-class Mailbox(Generic[T]):
-    """A bounded queue that one consumer drains. `offer` never waits: when the queue is
-    full the mailbox is marked overflowed, `overflowed` is set, and `get` raises."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: deque[T] = deque()
-        self._ready = asyncio.Event()
-        self.overflowed = asyncio.Event()
-        # Called once, when the mailbox overflows, so its owner can act at once even
-        # while its consumer is stuck (for example in a send to a client not reading).
-        self.on_overflow: Callable[[], None] | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def offer(self, item: T) -> bool:
-        if self.overflowed.is_set():
-            return False
-        if len(self._items) >= self.maxsize:
-            self._items.clear()  # the consumer is dropped; free what it holds now
-            self.overflowed.set()
-            self._ready.set()
-            if self.on_overflow is not None:
-                self.on_overflow()
-            return False
-        self._items.append(item)
-        self._ready.set()
-        return True
-
-    async def get(self) -> T:
-        while True:
-            if self.overflowed.is_set():
-                raise MailboxOverflow()
-            if self._items:
-                return self._items.popleft()
-            self._ready.clear()
-            await self._ready.wait()
-
-
-class Hub(Generic[T]):
+class Hub:
     def __init__(
         self,
         backend: BrokerBackend,
-        decode: Callable[[str, bytes], T],
         *,
         instance_id: str | None = None,
+        subscribe_timeout: float = 2.0,
         on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self.backend = backend
-        self._decode = decode
         self.instance_id = instance_id or uuid.uuid4().hex
-        self._tag = self.instance_id.encode() + _SEPARATOR
-        # Told the seconds from publication (by any process) to this hub's read.
+        # Our own envelopes come back from the backend: recognized by their first
+        # bytes and skipped before anything is decoded.
+        self._own = self.instance_id.encode() + b" "
+        self._subscribe_timeout = subscribe_timeout
+        # Told the seconds from publication (by another process) to this hub's read.
         self._on_lag = on_lag
-        self._subscribers: dict[str, set[Sink[T]]] = {}
-        self._lock = asyncio.Lock()
+        self._handlers: dict[str, Handler] = {}
+        # Channel changes waiting for the backend, applied in order by `_apply_changes`.
+        self._changes: deque[tuple[str, bool, asyncio.Future[None]]] = deque()
+        self._changes_ready = asyncio.Event()
+        self._backend_channels: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
+        self._changer: asyncio.Task[None] | None = None
         self._local_only = False  # publishing skipped while the backend is known down
 
     async def start(self) -> None:
@@ -110,13 +71,19 @@ class Hub(Generic[T]):
             # reader keeps trying.
             logger.warning("broker backend unavailable at start", exc_info=True)
         self._reader = asyncio.create_task(self._read(), name="broker-hub-reader")
+        self._changer = asyncio.create_task(self._apply_changes(), name="broker-hub-subscriber")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._changer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._changer = None
+        for _, _, done in self._changes:
+            if not done.done():
+                done.set_result(None)
+        self._changes.clear()
         with contextlib.suppress(Exception):
             await self.backend.disconnect()
 
@@ -124,64 +91,112 @@ class Hub(Generic[T]):
         reading = self._reader is not None and not self._reader.done()
         return reading and self.backend.is_healthy()
 
-    def subscriber_count(self, channel: str) -> int:
-        return len(self._subscribers.get(channel, ()))
+    def channels(self) -> int:
+        return len(self._handlers)
 
-    async def subscribe(self, channel: str, sink: Sink[T]) -> None:
-        async with self._lock:
-            sinks = self._subscribers.get(channel)
-            if sinks is None:
-                sinks = self._subscribers[channel] = set()
-                try:
-                    await self.backend.subscribe(channel)
-                except Exception:
-                    # Local subscribers still get local messages; the backend is
-                    # expected to restore its subscriptions when it reconnects.
-                    logger.warning("broker subscribe to %s failed", channel, exc_info=True)
-            sinks.add(sink)
+    def envelope(self, body: str, seq: int | None = None) -> Envelope:
+        """An envelope published by this process."""
+        return Envelope(origin=self.instance_id, body=body, seq=seq)
 
-    async def unsubscribe(self, channel: str, sink: Sink[T]) -> None:
-        async with self._lock:
-            sinks = self._subscribers.get(channel)
-            if sinks is None or sink not in sinks:
-                return
-            sinks.discard(sink)
-            if not sinks:
-                del self._subscribers[channel]
-                try:
-                    await self.backend.unsubscribe(channel)
-                except Exception:
-                    logger.warning("broker unsubscribe from %s failed", channel, exc_info=True)
+    # -- subscriptions -------------------------------------------------------------
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Deliver to this process now, then to the others through the backend. A
-        backend failure is logged, not raised: the message is already stored, and
-        other processes' clients recover it from history."""
-        self._fan_out(channel, self._decode(channel, payload))
-        if not self.backend.is_healthy():
-            # Known down (its listener lost the connection): do not make every sender
-            # wait out a publish timeout against a Redis that is frozen or unreachable.
-            # The message is stored; other processes fill the hole from history.
-            if not self._local_only:
-                self._local_only = True
-                logger.warning("broker down; delivering in this process only until it is back")
+    async def subscribe(self, channel: str, handler: Handler) -> None:
+        """Send `channel`'s envelopes to `handler` (one handler per channel). Returns
+        once the backend confirmed, or after the subscribe timeout: local delivery
+        works at once, and the backend subscribes when it can. Never raises."""
+        if channel in self._handlers:
+            raise RuntimeError(f"{channel} already has a handler in this process")
+        self._handlers[channel] = handler
+        await self._change(channel)
+
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        if self._handlers.get(channel) is not handler:
             return
-        if self._local_only:
-            self._local_only = False
-            logger.warning("broker back; publishing to other processes again")
+        del self._handlers[channel]
+        await self._change(channel)
+
+    async def _change(self, channel: str) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._changes.append((channel, channel in self._handlers, done))
+        self._changes_ready.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._subscribe_timeout):
+                await asyncio.shield(done)
+
+    async def _apply_changes(self) -> None:
+        while True:
+            if not self._changes:
+                self._changes_ready.clear()
+                await self._changes_ready.wait()
+                continue
+            channel, _, done = self._changes.popleft()
+            # The latest wish wins: a subscribe and an unsubscribe queued back to back
+            # leave the backend as the handlers are now.
+            wanted = channel in self._handlers
+            try:
+                if wanted and channel not in self._backend_channels:
+                    self._backend_channels.add(channel)
+                    await self.backend.subscribe(channel)
+                elif not wanted and channel in self._backend_channels:
+                    self._backend_channels.discard(channel)
+                    await self.backend.unsubscribe(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The backend keeps the channel in its set and restores it when it
+                # reconnects (the backend contract); local delivery is unaffected.
+                logger.warning("broker (un)subscribe of %s failed", channel, exc_info=True)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+    # -- publishing ----------------------------------------------------------------
+
+    async def publish(self, channel: str, envelope: Envelope) -> None:
+        """Hand `envelope` to this process's handler now, then to the other processes
+        through the backend. A backend failure is logged, not raised: a stored
+        message is recovered from history by the other processes."""
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            handler(envelope)
+        if not self._backend_up():
+            return
         try:
-            # <instance>|<unix time>|<payload>: the time measures broker lag.
-            stamp = b"%.6f" % time.time()
-            await self.backend.publish(channel, self._tag + stamp + _SEPARATOR + payload)
+            await self.backend.publish(channel, envelope.encode())
         except BrokerUnavailable:
             logger.warning("broker unavailable; %s delivered in this process only", channel)
         except Exception:
             logger.exception("broker publish to %s failed", channel)
 
-    def _fan_out(self, channel: str, item: T) -> None:
-        # The one place where a message reaches this process's subscribers.
-        for sink in tuple(self._subscribers.get(channel, ())):
-            sink.offer(item)
+    async def publish_many(self, channel: str, envelopes: list[Envelope]) -> None:
+        """`publish` for a batch, in order: one backend round trip for all of them."""
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            for envelope in envelopes:
+                handler(envelope)
+        if not envelopes or not self._backend_up():
+            return
+        try:
+            await self.backend.publish_many(channel, [e.encode() for e in envelopes])
+        except BrokerUnavailable:
+            logger.warning("broker unavailable; %s delivered in this process only", channel)
+        except Exception:
+            logger.exception("broker publish to %s failed", channel)
+
+    def _backend_up(self) -> bool:
+        if not self.backend.is_healthy():
+            # Known down (its listener lost the connection): do not make every sender
+            # wait out a publish timeout against a Redis that is frozen or unreachable.
+            if not self._local_only:
+                self._local_only = True
+                logger.warning("broker down; delivering in this process only until it is back")
+            return False
+        if self._local_only:
+            self._local_only = False
+            logger.warning("broker back; publishing to other processes again")
+        return True
+
+    # -- reading -------------------------------------------------------------------
 
     async def _read(self) -> None:
         delay = _RETRY_FIRST
@@ -196,25 +211,17 @@ class Hub(Generic[T]):
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             delay = _RETRY_FIRST
-            tag, separator, payload = event.payload.partition(_SEPARATOR)
-            if not separator:
-                logger.warning("dropped an untagged broker event on %s", event.channel)
-                continue
-            if tag + separator == self._tag:
-                continue  # ours: already delivered locally by `publish`
-            stamp, separator, payload = payload.partition(_SEPARATOR)
+            handler = self._handlers.get(event.channel)
+            if handler is None or event.payload.startswith(self._own):
+                continue  # not ours to handle, or ours: already handed over by `publish`
             try:
-                published_at = float(stamp)
-            except ValueError:
-                separator = b""
-            if not separator:
-                logger.warning("dropped a broker event without a timestamp on %s", event.channel)
+                envelope = Envelope.decode(event.payload)
+            except MalformedEnvelope:
+                logger.warning("dropped a malformed broker event on %s", event.channel)
                 continue
             if self._on_lag is not None:
-                self._on_lag(max(0.0, time.time() - published_at))
+                self._on_lag(max(0.0, time.time() - envelope.published_at))
             try:
-                item = self._decode(event.channel, payload)
+                handler(envelope)
             except Exception:
-                logger.warning("dropped an undecodable broker event on %s", event.channel)
-                continue
-            self._fan_out(event.channel, item)
+                logger.exception("broker handler of %s failed", event.channel)

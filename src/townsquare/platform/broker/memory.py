@@ -38,6 +38,10 @@ class MemoryBackend:
         if channel in self._channels:
             self._events.put_nowait(Event(channel, payload))
 
+    async def publish_many(self, channel: str, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            await self.publish(channel, payload)
+
     async def next_event(self) -> Event:
         event = await self._events.get()
         if event is None:

@@ -203,6 +203,22 @@ class RedisBackend:
                 self._mark_broken(self._pubsub, "PUBLISH timed out")
             raise
 
+    async def publish_many(self, channel: str, payloads: list[bytes]) -> None:
+        """One pipelined round trip for the whole list."""
+        if self._publisher is None:
+            raise BrokerUnavailable("the Redis broker is not connected")
+        key = self._key(channel)
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._publisher.pipeline(transaction=False) as pipe:
+                    for payload in payloads:
+                        pipe.publish(key, payload)
+                    await pipe.execute()
+        except _NETWORK_ERRORS as exc:
+            if isinstance(exc, TimeoutError) and self._pubsub is not None:
+                self._mark_broken(self._pubsub, "PUBLISH timed out")
+            raise BrokerUnavailable(f"Redis publish failed ({_describe(exc)})") from exc
+
     async def next_event(self) -> Event:
         """Blocks across reconnects; raises `BrokerClosed` once disconnected."""
         event = await self._events.get()

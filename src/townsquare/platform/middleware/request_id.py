@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from contextvars import ContextVar
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from townsquare.platform.context import set_user_id
@@ -22,10 +22,17 @@ def get_request_id() -> str | None:
     return _request_id.get()
 
 
+# Generated ids: a random prefix per process and a counter. Unique across processes
+# and restarts like a uuid4, without a call into the OS's random source per request;
+# a request id only has to be unique, not secret.
+_prefix = uuid.uuid4().hex[:16]
+_counter = itertools.count(1)
+
+
 def choose_request_id(incoming: str | None) -> str:
     if incoming is not None and _WELL_FORMED.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_prefix}{next(_counter):016x}"
 
 
 class RequestIdMiddleware:
@@ -50,9 +57,21 @@ class RequestIdMiddleware:
         set_user_id(None)
         scope.setdefault("state", {})["request_id"] = request_id
 
+        if scope["type"] == "websocket":
+            # Nothing to stamp on frames: the send is passed through untouched.
+            await self.app(scope, receive, send)
+            return
+
+        header = (HEADER.encode(), request_id.encode("latin-1"))
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[HEADER] = request_id
+                headers = list(message.get("headers", ()))
+                # An error response may carry the id already (error_response sets it for
+                # answers made outside this middleware).
+                if not any(name == header[0] for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -1,8 +1,7 @@
-"""Checks on received frames, and the errors that end a connection."""
+"""Checks on received frames, error frames, and the errors that end a connection."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -43,31 +42,6 @@ def frame_error(exc: ValidationError) -> tuple[ErrorCode, str]:
         for error in errors[:5]
     ]
     return ErrorCode.INVALID_FRAME, "; ".join(parts)
-
-
-class RateLimiter:
-    """A token bucket: `rate` frames a second, bursts up to twice that. Past the bucket
-    the debt grows; a second burst's worth of debt means the client ignored the error."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(2.0, 2 * rate)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-        self.limited = False
-
-    def take(self) -> bool | None:
-        """True: go on. False: refuse this frame. None: close the connection."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1
-        if self.tokens >= 0:
-            self.limited = False
-            return True
-        if self.tokens < -self.capacity:
-            return None
-        return False
 
 
 def check_frame(message: MutableMapping[str, Any], max_bytes: int) -> str:
