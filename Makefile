@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 BIN := $(VENV)/bin
 
-.PHONY: help install install-bench run serve-prod migrate test test-sqlite fuzz check format lint types bench bench-quick clean
+.PHONY: help install install-bench run serve-prod migrate test test-sqlite fuzz screenshots check format lint types bench bench-quick clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test-sqlite: install ## The suite on the embedded default only
 fuzz: install ## Longer fuzzing: schemathesis and the WebSocket fuzzer with many more examples
 	SCHEMATHESIS_MAX_EXAMPLES=200 WS_FUZZ_EXAMPLES=1000 $(BIN)/pytest -p no:cacheprovider \
 		tests/test_schemathesis.py tests/rooms/test_fuzz.py $(PYTEST_ARGS)
+
+screenshots: install ## Retake docs/screenshots (chat, admin page, phone) with the browser tests
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/web/test_chat.py tests/web/test_admin.py tests/web/test_layout.py -p no:cacheprovider -q
 
 format: install ## Format the code
 	$(BIN)/ruff format .

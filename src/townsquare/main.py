@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from townsquare import __version__
+from townsquare.admin.router import router as admin_router
 from townsquare.api_keys.router import router as api_keys_router
 from townsquare.auth import service as auth_service
 from townsquare.auth.account_router import router as account_router
@@ -34,9 +35,11 @@ from townsquare.platform import migrations, tracing
 from townsquare.platform.broker.factory import create_backend
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import Database, create_database
+from townsquare.platform.docs import install_docs
 from townsquare.platform.errors import install_error_handlers
 from townsquare.platform.health import NotReady, Readiness
 from townsquare.platform.health import router as health_router
+from townsquare.platform.instances import InstanceRegistry, create_instance_store
 from townsquare.platform.jobs import Jobs
 from townsquare.platform.mail import create_mailer
 from townsquare.platform.metrics import Metrics
@@ -170,6 +173,16 @@ def create_app(
         # With Redis this only connects the producer side (`townsquare worker` runs
         # the jobs); without, jobs and the periodic purge run in this process.
         await jobs.start()
+        instances = app.state.instances = InstanceRegistry(
+            create_instance_store(
+                settings.redis_url,
+                prefix=settings.broker_channel_prefix,
+                timeout=settings.broker_timeout_seconds,
+            ),
+            load=rooms.load,
+            broker_healthy=hub.is_healthy,
+            instance_id=hub.instance_id,
+        )
 
         async def broker_delivers() -> None:
             # A round trip through the backend, not a PING: a dead listener with a
@@ -183,11 +196,12 @@ def create_app(
         # within the drain's share of the graceful timeout (platform/shutdown.py).
         drain.register(lambda within: rooms.shutdown(grace=within))
         try:
-            async with metrics.sampling():
+            async with metrics.sampling(), instances.running():
                 yield
         finally:
             await jobs.stop(grace=settings.graceful_timeout / 3)
             await rooms.shutdown()
+            await instances.store.aclose()
             await rooms.stop()
             await hub.stop()
             await presence.aclose()
@@ -208,8 +222,9 @@ def create_app(
         if docs
         else "",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # /docs is served by platform/docs.py from local files; no ReDoc (see there).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
@@ -290,7 +305,6 @@ def create_app(
     app.add_middleware(
         SecurityHeadersMiddleware,
         hsts=settings.is_production,
-        docs_paths={"/docs", "/redoc", "/docs/oauth2-redirect"} if docs else (),
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(AccessLogMiddleware)
@@ -305,17 +319,22 @@ def create_app(
     app.include_router(account_router)
     app.include_router(users_router)
     app.include_router(api_keys_router)
-    app.add_api_route(
-        "/",
-        _web_index,
-        methods=["GET", "HEAD"],
-        response_class=FileResponse,
-        include_in_schema=False,
-    )
+    app.include_router(admin_router)
+    # The page and its admin view are one document; the script shows the view the
+    # path names.
+    for page in ("/", "/admin"):
+        app.add_api_route(
+            page,
+            _web_index,
+            methods=["GET", "HEAD"],
+            response_class=FileResponse,
+            include_in_schema=False,
+        )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
     app.include_router(rooms_router)
     app.router.routes.append(websocket.route)
     if docs:
+        install_docs(app, openapi_url="/openapi.json")
         app.include_router(asyncapi.router)
     document_platform_statuses(app, probes=PROBES, rate_limited=settings.rate_limit_enabled)
     return app

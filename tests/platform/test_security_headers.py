@@ -40,21 +40,27 @@ async def test_error_response_also_has_security_headers(
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_docs_page_in_development_gets_a_csp_that_allows_swagger_ui(
+async def test_docs_page_in_development_is_served_from_local_assets_under_the_strict_csp(
     custom_app: Callable[..., FastAPI],
 ) -> None:
     async with serve_app(custom_app(env="development")) as client:
         docs = await client.get("/docs")
+        script = await client.get("/docs/assets/swagger-ui-bundle.js")
+        style = await client.get("/docs/assets/swagger-ui.css")
     assert docs.status_code == 200
+    assert "<script>" not in docs.text  # started from a file, not an inline script
+    assert "https://" not in docs.text  # nothing from a CDN
     csp = docs.headers["content-security-policy"]
-    # Swagger UI comes from this CDN and starts from an inline script.
-    assert "cdn.jsdelivr.net" in docs.text
-    assert "https://cdn.jsdelivr.net" in csp
-    assert "'unsafe-inline'" in csp
-    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self';" in csp
+    assert "unsafe-inline" not in csp
+    assert script.status_code == 200
+    assert "SwaggerUIBundle" in script.text
+    assert style.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/asyncapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/docs", "/docs/assets/swagger-ui.css", "/openapi.json", "/asyncapi.json"]
+)
 async def test_docs_in_production_are_not_served(
     custom_app: Callable[..., FastAPI], path: str
 ) -> None:

@@ -89,3 +89,23 @@ async def test_asyncapi_is_off_in_production() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         assert (await http.get("/asyncapi.json")).status_code == 404
         assert (await http.get("/docs/asyncapi")).status_code == 404
+
+
+async def test_asyncapi_page_shows_each_frames_fields_with_types_and_no_inline_style(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/docs/asyncapi")
+    assert response.status_code == 200
+    page = response.text
+    assert "<style" not in page
+    assert "style=" not in page
+    assert "<script" not in page
+    assert "/static/docs/asyncapi.css" in page
+    # Every frame of both directions, with its fields, their types and meanings.
+    assert "id='client.send'" in page
+    assert "id='server.joined'" in page
+    assert "<code>online_count</code>" in page
+    assert "<code>UserPublic[]</code>" in page
+    assert "&quot;removed&quot; | &quot;room_deleted&quot; | &quot;access_revoked&quot;" in page
+    css = await client.get("/static/docs/asyncapi.css")
+    assert css.status_code == 200

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 from typing import cast
 
 from fastapi import APIRouter, Request, Response, status
 
 from townsquare.auth import service as auth_service
 from townsquare.auth.client import Client
+from townsquare.auth.cookies import RefreshCookieDep
 from townsquare.auth.dependencies import CurrentUser, LoginForm, Passwords, Revocations, Tokens
 from townsquare.auth.exceptions import (
     InactiveUser,
@@ -35,6 +37,8 @@ async def issue_token(
     passwords: Passwords,
     codec: Tokens,
     client: Client,
+    cookie: RefreshCookieDep,
+    response: Response,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email."""
     throttle = cast(LoginThrottle, request.app.state.login_throttle)
@@ -44,7 +48,9 @@ async def issue_token(
         session, passwords, email=form.username, password=form.password
     )
     await throttle.succeeded(form.username, client_ip)
-    return await auth_service.login(session, codec, user=user, client=client)
+    return cookie.deliver(
+        response, await auth_service.login(session, codec, user=user, client=client)
+    )
 
 
 @router.post(
@@ -53,17 +59,23 @@ async def issue_token(
     responses=responses(InvalidRefreshToken, RefreshTokenReused),
 )
 async def refresh_token(
-    body: RefreshRequest,
     session: SessionDep,
     codec: Tokens,
     revocations: Revocations,
     client: Client,
+    cookie: RefreshCookieDep,
+    response: Response,
+    body: RefreshRequest | None = None,
 ) -> TokenPair:
     """Trade a refresh token for a new pair. Each refresh token works once; presenting a
-    spent one ends its whole login (refresh tokens, access tokens and sockets)."""
-    return await auth_service.refresh(
-        session, codec, revocations, refresh_token=body.refresh_token, client=client
+    spent one ends its whole login (refresh tokens, access tokens and sockets). With
+    `X-Refresh-Cookie: true` the token comes from the cookie and the body may be left
+    out."""
+    token = cookie.refresh_token(body)
+    pair = await auth_service.refresh(
+        session, codec, revocations, refresh_token=token, client=client
     )
+    return cookie.deliver(response, pair)
 
 
 @router.post(
@@ -72,11 +84,27 @@ async def refresh_token(
     response_class=Response,
     responses=responses(InvalidRefreshToken),
 )
-async def logout(body: RefreshRequest, session: SessionDep, revocations: Revocations) -> None:
+async def logout(
+    session: SessionDep,
+    revocations: Revocations,
+    cookie: RefreshCookieDep,
+    response: Response,
+    body: RefreshRequest | None = None,
+) -> None:
     """End the login of this refresh token on every instance: every refresh token
     rotated from it, its access tokens (refused from the next request on) and its
-    WebSockets."""
-    await auth_service.logout(session, revocations, refresh_token=body.refresh_token)
+    WebSockets. With `X-Refresh-Cookie: true` the cookie's login ends and the cookie is
+    cleared; that form always answers 204, as there is nothing left to sign out of."""
+    if cookie.enabled and body is None:
+        cookie.clear(response)
+        if cookie.value is None:
+            return
+        with contextlib.suppress(InvalidRefreshToken):
+            await auth_service.logout(
+                session, revocations, refresh_token=cookie.refresh_token(None)
+            )
+        return
+    await auth_service.logout(session, revocations, refresh_token=cookie.refresh_token(body))
 
 
 @router.post(

@@ -13,8 +13,9 @@ class TokenPair(BaseModel):
     access_token: str = Field(description="JWT to send as `Authorization: Bearer <token>`.")
     token_type: Literal["bearer"] = Field(default="bearer", description="Always `bearer`.")
     expires_in: int = Field(description="Seconds until the access token expires.")
-    refresh_token: str = Field(
-        description="Opaque token for `POST /auth/refresh`; usable once, then rotated."
+    refresh_token: str | None = Field(
+        description="Opaque token for `POST /auth/refresh`; usable once, then rotated. "
+        "null when the request asked for it as a cookie (`X-Refresh-Cookie: true`)."
     )
 
 

@@ -105,33 +105,93 @@ async def asyncapi(request: Request) -> dict[str, Any]:
     return build_asyncapi(str(request.base_url))
 
 
-@router.get("/docs/asyncapi", response_class=HTMLResponse)
-async def asyncapi_page() -> HTMLResponse:
-    """A plain page listing every frame; the full document is /asyncapi.json."""
+def _type_name(schema: dict[str, Any]) -> str:
+    """A short, readable type for one JSON schema: `string`, `UserPublic[]`, `integer?`."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "const" in schema:
+        return f'"{schema["const"]}"'
+    if "enum" in schema:
+        return " | ".join(f'"{value}"' for value in schema["enum"])
+    if "anyOf" in schema:
+        kinds = [_type_name(option) for option in schema["anyOf"] if option.get("type") != "null"]
+        nullable = any(option.get("type") == "null" for option in schema["anyOf"])
+        return " | ".join(kinds) + (" | null" if nullable else "")
+    if schema.get("type") == "array":
+        return _type_name(schema.get("items", {})) + "[]"
+    return str(schema.get("type", "any"))
+
+
+def _description(schema: dict[str, Any]) -> str:
+    if "description" in schema:
+        return str(schema["description"])
+    for option in schema.get("anyOf", ()):
+        if "description" in option:
+            return str(option["description"])
+    return ""
+
+
+def _fields_table(schema: dict[str, Any], schemas: dict[str, Any]) -> str:
+    required = set(schema.get("required", ()))
     rows = []
-    for direction, models in (
-        ("client → server", _members(ClientFrame)),
-        ("server → client", _members(ServerFrame)),
-    ):
-        rows.append(f"<h2>{html.escape(direction)}</h2><dl>")
-        for model in models:
-            fields = ", ".join(
-                f"<code>{html.escape(name)}</code>" + ("" if info.is_required() else "?")
-                for name, info in model.model_fields.items()
-                if name != "type"
+    for name, field in schema.get("properties", {}).items():
+        kind = _type_name(field)
+        target = schemas.get(kind.removesuffix("[]").removesuffix(" | null"))
+        if target is not None and "enum" in target:
+            kind = " | ".join(f'"{value}"' for value in target["enum"])
+        rows.append(
+            f"<tr><td><code>{html.escape(name)}</code>"
+            f"{'' if name in required or name == 'type' else ' <small>optional</small>'}</td>"
+            f"<td><code>{html.escape(kind)}</code></td>"
+            f"<td>{html.escape(_description(field))}</td></tr>"
+        )
+    return (
+        "<div class='scroll'><table><thead><tr><th>field</th><th>type</th>"
+        f"<th>meaning</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def render_asyncapi_page(document: dict[str, Any]) -> str:
+    """The AsyncAPI document as a page: every frame, each field with its type and
+    meaning. Built from the same document as /asyncapi.json, so the two never differ."""
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    messages: dict[str, Any] = document["components"]["messages"]
+    sections = []
+    for direction, heading in (("client", "Client → server"), ("server", "Server → client")):
+        items = []
+        for key, message in messages.items():
+            if not key.startswith(f"{direction}."):
+                continue
+            schema = schemas[str(message["payload"]["$ref"]).rsplit("/", 1)[-1]]
+            anchor = html.escape(key, quote=True)
+            items.append(
+                f"<article id='{anchor}'><h3><code>{html.escape(message['name'])}</code></h3>"
+                f"<p>{html.escape(schema.get('description', ''))}</p>"
+                f"{_fields_table(schema, schemas)}</article>"
             )
-            doc = html.escape((model.__doc__ or "").strip())
-            frame = html.escape(_frame_type(model))
-            rows.append(f"<dt><code>{frame}</code> {{{fields}}}</dt><dd>{doc}</dd>")
-        rows.append("</dl>")
-    body = "".join(rows)
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>townsquare /ws</title>"
-        "<style>body{font-family:sans-serif;max-width:52rem;margin:2rem auto;line-height:1.4}"
-        "dd{margin:0 0 .8rem 1.5rem;color:#444}</style></head><body>"
-        "<h1>townsquare WebSocket protocol</h1>"
+        sections.append(f"<section><h2>{heading}</h2>{''.join(items)}</section>")
+    user = schemas.get("UserPublic")
+    shared = (
+        "<section><h2>Shared shapes</h2><article id='UserPublic'><h3><code>UserPublic</code>"
+        f"</h3>{_fields_table(user, schemas)}</article></section>"
+        if user is not None
+        else ""
+    )
+    info = document["info"]
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(info['title'])}</title>"
+        "<link rel='stylesheet' href='/static/docs/asyncapi.css'></head><body><main>"
+        f"<h1>{html.escape(info['title'])} <small>{html.escape(info['version'])}</small></h1>"
+        f"<p>{html.escape(info['description'])}</p>"
         "<p>The machine-readable document is <a href='/asyncapi.json'>/asyncapi.json</a> "
         "(AsyncAPI 3.0); the HTTP API is at <a href='/docs'>/docs</a>.</p>"
-        f"{body}</body></html>"
+        f"{''.join(sections)}{shared}</main></body></html>"
     )
-    return HTMLResponse(page)
+
+
+@router.get("/docs/asyncapi", response_class=HTMLResponse)
+async def asyncapi_page(request: Request) -> HTMLResponse:
+    """Every frame of the protocol with its fields; the full document is /asyncapi.json."""
+    return HTMLResponse(render_asyncapi_page(build_asyncapi(str(request.base_url))))

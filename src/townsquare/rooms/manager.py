@@ -32,6 +32,7 @@ from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import UNAVAILABLE as DATABASE_UNAVAILABLE
 from townsquare.platform.database import Database
 from townsquare.platform.errors import AppError, DatabaseBusy, DatabaseUnavailable
+from townsquare.platform.instances import InstanceLoad
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.presence import Entry, Online, PresenceStore, PresenceUnavailable
 from townsquare.rooms import history
@@ -108,6 +109,7 @@ class ConnectionManager:
         self.accepting = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
+        self._messages_published = 0  # for the admin page (platform/instances.py)
 
     async def start(self) -> None:
         await self.hub.subscribe(CONTROL_CHANNEL, self._on_control)
@@ -127,6 +129,11 @@ class ConnectionManager:
             await self._close_feed(feed)
         for task in list(self._tasks):
             task.cancel()
+
+    def load(self) -> InstanceLoad:
+        """What this instance carries now: sockets, rooms in use, messages published."""
+        rooms = sum(1 for feed in self.feeds.values() if feed.subscriptions)
+        return InstanceLoad(len(self.connections), rooms, self._messages_published)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -204,6 +211,7 @@ class ConnectionManager:
             for message in messages
         ]
         await self.hub.publish_many(room_channel(room.name), envelopes)
+        self._messages_published += len(messages)
         if self.metrics is not None:
             self.metrics.room_messages.inc(len(messages))
 
