@@ -119,7 +119,13 @@ class OneRowRead:
         try:
             driver: Any = raw.driver_connection
             record = await driver.fetchrow(sql, *(params[name] for name in names))
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            # The protocol caught mid-operation when the server cut the connection.
+            asyncpg.InternalClientError,
+        ) as exc:
             # The connection broke (a restart, a failover): never hand it out again.
             raw.invalidate(exc)
             raise DatabaseUnavailable() from exc
