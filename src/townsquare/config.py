@@ -184,6 +184,13 @@ class Settings(BaseSettings):
         description="Latest messages each room with members on a worker keeps in memory, "
         "so a rejoin within them is replayed without a database read.",
     )
+    ws_room_buffer_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="Most bytes of frames that ring may hold per room (whichever of the "
+        "two limits comes first), so a room of large messages stays small in memory.",
+    )
     ws_gap_hold_seconds: float = Field(
         default=0.2,
         gt=0,

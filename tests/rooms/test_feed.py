@@ -144,3 +144,20 @@ async def test_closed_feed_hands_on_nothing_and_stops_its_gap_filler() -> None:
     assert member.got == []
     assert history.queries == []
     assert feed._filling is filler  # nothing new started
+
+
+async def test_ring_holds_at_most_its_byte_budget_of_large_frames() -> None:
+    feed = RoomFeed(
+        ROOM,
+        history=History(stored=0),
+        buffer_size=100,
+        buffer_bytes=1000,
+        gap_hold=0.01,
+        on_idle=lambda feed: None,
+    )
+    feed.start(0)
+    for seq in range(1, 21):
+        feed.on_envelope(Envelope(origin="x", body="x" * 300, seq=seq))
+    assert [d.seq for d in feed.ring] == [18, 19, 20]  # 3 x 300 bytes fit in 1000
+    assert feed.buffered(17, 20) is not None
+    assert feed.buffered(16, 20) is None

@@ -9,8 +9,9 @@ every local subscription. It keeps:
   `gap_hold` seconds for the ones before it (local delivery runs ahead of the
   broker), then the feed fills the gap from the database with one query per page,
   for the whole process, however many members the room has here;
-- a ring of the room's latest frames, so a member rejoining with `since` inside it
-  is served from memory.
+- a ring of the room's latest frames (at most `buffer_size` of them and
+  `buffer_bytes` of text), so a member rejoining with `since` inside it is served
+  from memory.
 
 Subscriptions are what connections hold: the feed pushes `(subscription, delivery)`
 into the connection's outbox and the connection's writer skips what it already sent.
@@ -78,6 +79,7 @@ class RoomFeed:
         *,
         history: History,
         buffer_size: int,
+        buffer_bytes: int = 256 * 1024,
         gap_hold: float,
         on_idle: Callable[[RoomFeed], None],
     ) -> None:
@@ -86,7 +88,10 @@ class RoomFeed:
         self._gap_hold = gap_hold
         self._on_idle = on_idle
         self.subscriptions: set[Subscription] = set()
-        self.ring: deque[Delivery] = deque(maxlen=buffer_size)
+        self.ring: deque[Delivery] = deque()
+        self._ring_size = buffer_size
+        self._ring_budget = buffer_bytes
+        self._ring_bytes = 0
         self.last_seq = 0
         self.started = False
         self.closed = False
@@ -159,7 +164,11 @@ class RoomFeed:
             self._schedule_fill()
 
     def _emit(self, delivery: Delivery) -> None:
-        self.ring.append(delivery)
+        ring = self.ring
+        ring.append(delivery)
+        self._ring_bytes += len(delivery.message["text"])
+        while ring and (len(ring) > self._ring_size or self._ring_bytes > self._ring_budget):
+            self._ring_bytes -= len(ring.popleft().message["text"])
         assert delivery.seq is not None
         self.last_seq = delivery.seq
         self._fan_out(delivery)

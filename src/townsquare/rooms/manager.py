@@ -249,6 +249,7 @@ class ConnectionManager:
                 room,
                 history=self.history,
                 buffer_size=self.settings.ws_room_buffer,
+                buffer_bytes=self.settings.ws_room_buffer_bytes,
                 gap_hold=self.settings.ws_gap_hold_seconds,
                 on_idle=self._feed_idle,
             )
