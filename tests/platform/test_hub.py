@@ -225,3 +225,20 @@ async def test_reader_survives_backend_read_failures(hub: Hub, backend: FlakyBac
     await backend.publish("a", remote("later"))
     await handler.until("later", within=10)
     assert hub.is_healthy()
+
+
+async def test_unsubscribe_with_a_bound_method_handler_frees_the_channel(hub: Hub) -> None:
+    class Feed:
+        def __init__(self) -> None:
+            self.bodies: list[str] = []
+
+        def on_envelope(self, envelope: Envelope) -> None:
+            self.bodies.append(envelope.body)
+
+    first, second = Feed(), Feed()
+    await hub.subscribe("room", first.on_envelope)
+    # A bound method is a new object at every access: the hub must still recognize it.
+    await hub.unsubscribe("room", first.on_envelope)
+    await hub.subscribe("room", second.on_envelope)
+    await hub.publish("room", hub.envelope("hello"))
+    assert (first.bodies, second.bodies) == ([], ["hello"])

@@ -272,3 +272,51 @@ def test_message_frame_encoding_matches_the_protocol_model() -> None:
             room="r", id=1, seq=1, author=None, body="x", sent_at=sent_at
         ).model_dump_json()
     )
+
+
+async def test_rejoin_after_the_rooms_feed_closed_opens_a_new_one(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine()
+    ann = await engine.user("ann")
+    room = await engine.room(ann)
+    first, first_frames = engine.connect(ann)
+    await engine.join(first, first_frames, room.name)
+    await engine.manager.leave(first, room.name)
+    old = engine.manager.feeds[room.name]
+    engine.manager._linger_over(old)  # the idle feed's linger runs out now
+    assert old.closed
+    assert room.name not in engine.manager.feeds
+    second, second_frames = engine.connect(ann)
+    joined = await engine.join(second, second_frames, room.name)
+    assert joined["recovered"] is True
+    await engine.manager.send_message(room, author=ann, body="after")
+    await second_frames.until(lambda fs: 1 in engine_seqs(fs, room.name))
+    assert engine.manager.feeds[room.name] is not old
+
+
+async def test_client_gone_while_written_to_is_not_a_server_failure(app: FastAPI) -> None:
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    manager: ConnectionManager = app.state.rooms
+
+    class GoneSocket:
+        async def receive(self) -> dict[str, Any]:
+            await asyncio.Event().wait()  # the client sends nothing
+            raise AssertionError
+
+    async def send(_: MutableMapping[str, Any]) -> None:
+        raise ClientDisconnected()
+
+    connection = Connection(
+        cast(WebSocket, GoneSocket()),
+        send,
+        manager,
+        account=Account(1, "Ann", False),
+        token_expires_at=time.time() + 600,
+        throttle=manager.throttles.acquire(1),
+    )
+    connection.send_text('{"type":"pong"}')
+    # None: the client went away (no close code to send, nothing logged as a failure);
+    # a server failure would be a 1011 close.
+    assert await asyncio.wait_for(connection.run(), 5) is None

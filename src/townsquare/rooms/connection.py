@@ -314,6 +314,10 @@ class Connection:
             if self.closing is not None:
                 raise self.closing from None
             raise
+        except OSError:
+            # The client went away while we were writing to it (uvicorn's
+            # ClientDisconnected is an OSError): not a server failure.
+            raise ClientGone() from None
 
     async def send_frame(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})

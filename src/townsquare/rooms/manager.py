@@ -104,6 +104,7 @@ class ConnectionManager:
         self.feeds: dict[str, RoomFeed] = {}
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._lingering: dict[str, asyncio.TimerHandle] = {}
+        self.feed_linger = FEED_LINGER_SECONDS
         self.store = MessageStore(database, self._publish_stored)
         self.throttles = Throttles(settings.ws_messages_per_second)
         self.accepting = True
@@ -276,7 +277,7 @@ class ConnectionManager:
         name = feed.room.name
         self._stop_lingering(name)
         loop = asyncio.get_running_loop()
-        self._lingering[name] = loop.call_later(FEED_LINGER_SECONDS, self._linger_over, feed)
+        self._lingering[name] = loop.call_later(self.feed_linger, self._linger_over, feed)
 
     def _stop_lingering(self, name: str) -> None:
         handle = self._lingering.pop(name, None)
@@ -286,14 +287,22 @@ class ConnectionManager:
     def _linger_over(self, feed: RoomFeed) -> None:
         self._lingering.pop(feed.room.name, None)
         if not feed.subscriptions and self.feeds.get(feed.room.name) is feed:
-            self._spawn(self._close_feed(feed))
+            # Detached at once, so a join from now on opens a new feed; the rest of
+            # the closing (its gap filler) finishes in the background.
+            self._detach_feed(feed)
+            self._spawn(feed.aclose())
+
+    def _detach_feed(self, feed: RoomFeed) -> None:
+        name = feed.room.name
+        if self.feeds.get(name) is feed:
+            del self.feeds[name]
+        self._stop_lingering(name)
+        feed.close()
+        self.hub.detach(room_channel(name), feed.on_envelope)
 
     async def _close_feed(self, feed: RoomFeed) -> None:
-        if self.feeds.get(feed.room.name) is feed:
-            del self.feeds[feed.room.name]
-        self._stop_lingering(feed.room.name)
+        self._detach_feed(feed)
         await feed.aclose()
-        await self.hub.unsubscribe(room_channel(feed.room.name), feed.on_envelope)
 
     # -- join and leave ---------------------------------------------------------------
 

@@ -110,15 +110,30 @@ class Hub:
         await self._change(channel)
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
-        if self._handlers.get(channel) is not handler:
-            return
+        done = self.detach(channel, handler)
+        if done is not None:
+            await self._wait(done)
+
+    def detach(self, channel: str, handler: Handler) -> asyncio.Future[None] | None:
+        """Stop handing `channel` to `handler` at once (no await: nothing of the
+        channel reaches it after this returns, and a new handler may subscribe); the
+        backend unsubscribes in the background. The future completes when it did."""
+        # `==`, not `is`: a bound method is a new object at every attribute access.
+        if self._handlers.get(channel) != handler:
+            return None
         del self._handlers[channel]
-        await self._change(channel)
+        return self._queue_change(channel)
 
     async def _change(self, channel: str) -> None:
+        await self._wait(self._queue_change(channel))
+
+    def _queue_change(self, channel: str) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._changes.append((channel, channel in self._handlers, done))
         self._changes_ready.set()
+        return done
+
+    async def _wait(self, done: asyncio.Future[None]) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._subscribe_timeout):
                 await asyncio.shield(done)
