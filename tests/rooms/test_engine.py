@@ -69,7 +69,19 @@ class Engine:
             if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
                 self.message_queries += 1
 
-        event.listen(self.database.engine.sync_engine, "before_cursor_execute", count)
+        if self.database.engine.dialect.name == "sqlite":
+            # Every statement passes SQLAlchemy's cursor events on SQLite.
+            event.listen(self.database.engine.sync_engine, "before_cursor_execute", count)
+        else:
+            # On PostgreSQL history is read straight through asyncpg (DirectRead), past
+            # those events: count the engine's one way to read it instead.
+            read = self.manager.history
+
+            async def counted(*args: Any) -> list[tuple[int, str]]:
+                self.message_queries += 1
+                return await read(*args)
+
+            self.manager.history = counted  # type: ignore[method-assign]
 
     async def user(self, name: str) -> UserPublic:
         async with self.database.sessions() as session:

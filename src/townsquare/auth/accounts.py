@@ -21,7 +21,7 @@ from townsquare.auth.passwords import PasswordHasher
 from townsquare.auth.service import end_all_sessions
 from townsquare.auth.tokens import hash_refresh_token
 from townsquare.config import Settings
-from townsquare.platform.database import Database, OneRowRead, utcnow
+from townsquare.platform.database import Database, DirectRead, utcnow
 from townsquare.platform.jobs import Jobs
 from townsquare.platform.mail import Mail
 from townsquare.users import service as users_service
@@ -116,7 +116,7 @@ async def verify_email(session: AsyncSession, *, token: str) -> User:
     return user
 
 
-_EMAIL_VERIFIED = OneRowRead(
+_EMAIL_VERIFIED = DirectRead(
     select(User.email_verified_at.is_not(None).label("verified")).where(
         User.id == bindparam("user_id")
     )

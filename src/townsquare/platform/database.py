@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -91,16 +91,16 @@ class Database:
         await self.engine.dispose()
 
 
-class OneRowRead:
-    """A SELECT of at most one row, run as cheaply as the driver allows: for the reads
-    on every request, where SQLAlchemy's execution and result machinery would cost more
-    than the round trip itself.
+class DirectRead:
+    """A SELECT run as cheaply as the driver allows: for the reads on every request
+    (one row) and for replays (many), where SQLAlchemy's execution and result machinery
+    would cost more than the round trip itself.
 
     On PostgreSQL the statement is compiled once and sent straight through asyncpg on a
     connection borrowed from the pool (asyncpg prepares it once per connection; no
     BEGIN, no ROLLBACK); result values are asyncpg's own (timestamptz comes back aware,
     in UTC, as UTCDateTime would give it). Elsewhere it runs through Core on an
-    autocommit connection. Either way the row comes back as a mapping of column labels.
+    autocommit connection.
     """
 
     def __init__(self, statement: Select[*tuple[Any, ...]]) -> None:
@@ -108,17 +108,31 @@ class OneRowRead:
         self._compiled: tuple[str, tuple[str, ...]] | None = None
 
     async def fetch(self, database: Database, **params: Any) -> Mapping[str, Any] | None:
+        """The first row as a mapping of column labels, or None."""
         if database.engine.dialect.driver != "asyncpg":
             async with database.reader() as connection:
                 result = await connection.execute(self.statement, params)
                 return cast(Mapping[str, Any] | None, result.mappings().first())
+        record = await self._run(database, "fetchrow", params)
+        # A plain dict: an asyncpg Record is a mapping without attributes, which models
+        # built `from_attributes` would not read.
+        return None if record is None else dict(record.items())
+
+    async def fetch_all(self, database: Database, **params: Any) -> Sequence[Sequence[Any]]:
+        """Every row, as tuples in the statement's column order."""
+        if database.engine.dialect.driver != "asyncpg":
+            async with database.reader() as connection:
+                return list((await connection.execute(self.statement, params)).all())
+        return cast(Sequence[Sequence[Any]], await self._run(database, "fetch", params))
+
+    async def _run(self, database: Database, method: str, params: Mapping[str, Any]) -> Any:
         sql, names = self._compiled or self._compile(database.engine.dialect)
         # The pool's connection itself, not an AsyncConnection: its context manager
         # closes in a task of its own, two more turns of the event loop per read.
         raw = await database.engine.raw_connection()
         try:
             driver: Any = raw.driver_connection
-            record = await driver.fetchrow(sql, *(params[name] for name in names))
+            return await getattr(driver, method)(sql, *(params[name] for name in names))
         except (
             OSError,
             asyncpg.PostgresConnectionError,
@@ -131,9 +145,6 @@ class OneRowRead:
             raise DatabaseUnavailable() from exc
         finally:
             await greenlet_spawn(raw.close)
-        # A plain dict: an asyncpg Record is a mapping without attributes, which models
-        # built `from_attributes` would not read.
-        return None if record is None else dict(record.items())
 
     def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
         compiled = self.statement.compile(dialect=dialect)

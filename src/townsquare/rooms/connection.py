@@ -61,6 +61,8 @@ PONG = PongFrame().model_dump_json()
 MAX_SENDS_IN_FLIGHT = 16
 # A connection's `typing` frames reach a room at most this often.
 TYPING_INTERVAL = 1.0
+# Messages read from history per query during a replay.
+REPLAY_PAGE = 2000
 
 
 @dataclass(slots=True)
@@ -339,7 +341,7 @@ class Connection:
             return
         after = replay.since
         while after < replay.upto:
-            page = await self.manager.history(feed.room, after, replay.upto, 500)
+            page = await self.manager.history(feed.room, after, replay.upto, REPLAY_PAGE)
             if not page:
                 break
             for seq, text in page:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic_core import to_json
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, select
 
+from townsquare.platform.database import Database, DirectRead
 from townsquare.rooms.models import Message
 from townsquare.rooms.schemas import MessageRead
 from townsquare.rooms.store import RoomRef
@@ -61,29 +61,34 @@ def message_text(message: MessageRead) -> str:
     )
 
 
-_COLUMNS = (
-    Message.id,
-    Message.seq,
-    Message.author_id,
-    User.name,
-    Message.body,
-    Message.created_at,
-    Message.client_id,
+# The room's messages in a range of seq, oldest first, with their authors' names.
+_RANGE = DirectRead(
+    select(
+        Message.id,
+        Message.seq,
+        Message.author_id,
+        User.name,
+        Message.body,
+        Message.created_at,
+        Message.client_id,
+    )
+    .outerjoin(User, User.id == Message.author_id)
+    .where(
+        Message.room_id == bindparam("room_id"),
+        Message.seq > bindparam("after"),
+        Message.seq <= bindparam("upto"),
+    )
+    .order_by(Message.seq)
+    .limit(bindparam("limit"))
 )
 
 
 async def frames(
-    connection: AsyncConnection, room: RoomRef, *, after: int, upto: int, limit: int
+    database: Database, room: RoomRef, *, after: int, upto: int, limit: int
 ) -> list[tuple[int, str]]:
     """`(seq, frame)` of the room's messages with `after < seq <= upto`, oldest first,
-    at most `limit`."""
-    rows = await connection.execute(
-        select(*_COLUMNS)
-        .outerjoin(User, User.id == Message.author_id)
-        .where(Message.room_id == room.id, Message.seq > after, Message.seq <= upto)
-        .order_by(Message.seq)
-        .limit(limit)
-    )
+    at most `limit`: one query on a pooled connection, rows read as plain tuples."""
+    rows = await _RANGE.fetch_all(database, room_id=room.id, after=after, upto=upto, limit=limit)
     name = room.name
     return [
         (seq, frame_text(name, id_, seq, author_id, author_name, body, sent_at, client_id))

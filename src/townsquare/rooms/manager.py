@@ -227,8 +227,7 @@ class ConnectionManager:
     async def history(
         self, room: RoomRef, after: int, upto: int, limit: int
     ) -> list[tuple[int, str]]:
-        async with self.database.engine.connect() as connection:
-            return await history.frames(connection, room, after=after, upto=upto, limit=limit)
+        return await history.frames(self.database, room, after=after, upto=upto, limit=limit)
 
     # -- feeds -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from townsquare.auth.principals import Actor
-from townsquare.platform.database import Database, OneRowRead, utcnow
+from townsquare.platform.database import Database, DirectRead, utcnow
 from townsquare.rooms.account import Account
 from townsquare.rooms.exceptions import (
     MemberNotFound,
@@ -201,7 +201,7 @@ _MEMBER = (
 )
 # Who may join: read fresh in one round trip (an admin demoted a second ago is not
 # one here), for the WebSocket `join`.
-_JOIN_ACCESS = OneRowRead(
+_JOIN_ACCESS = DirectRead(
     select(
         Room.id,
         Room.name,

@@ -9,7 +9,7 @@ from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from townsquare.platform.database import Database, OneRowRead
+from townsquare.platform.database import Database, DirectRead
 from townsquare.platform.errors import Forbidden
 from townsquare.users.exceptions import EmailAlreadyRegistered, LastAdmin, UserNotFound
 from townsquare.users.models import PERSON, User
@@ -24,7 +24,7 @@ _ACCOUNT_COLUMNS = (
     User.is_active,
     User.created_at,
 )
-_READ_USER = OneRowRead(select(*_ACCOUNT_COLUMNS).where(User.id == bindparam("user_id")))
+_READ_USER = DirectRead(select(*_ACCOUNT_COLUMNS).where(User.id == bindparam("user_id")))
 
 
 async def read_user(database: Database, user_id: int) -> Mapping[str, Any]:
