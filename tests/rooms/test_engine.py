@@ -75,7 +75,9 @@ class Engine:
         else:
             # On PostgreSQL history is read straight through asyncpg (DirectRead), past
             # those events: count the engine's one way to read it instead.
-            read = self.manager.history
+            read: Callable[[RoomRef, int, int, int], Awaitable[list[tuple[int, str]]]] = (
+                self.manager.history
+            )
 
             async def counted(
                 room: RoomRef, after: int, upto: int, limit: int
