@@ -22,6 +22,7 @@ class FlakyBackend(MemoryBackend):
         self.healthy = True
         self.hang = False
         self.hang_subscribe = False
+        self.swallow_cancel = False
         self.publish_calls = 0
         self.subscribe_calls: list[str] = []
         self.unsubscribe_calls: list[str] = []
@@ -35,6 +36,13 @@ class FlakyBackend(MemoryBackend):
 
     async def unsubscribe(self, channel: str) -> None:
         self.unsubscribe_calls.append(channel)
+        if self.swallow_cancel:
+            # What asyncio.timeout can do when a cancellation and its own deadline meet
+            # inside a backend call: the cancellation comes out as a TimeoutError.
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise TimeoutError() from None
         await super().unsubscribe(channel)
 
     def is_healthy(self) -> bool:
@@ -242,3 +250,22 @@ async def test_unsubscribe_with_a_bound_method_handler_frees_the_channel(hub: Hu
     await hub.subscribe("room", second.on_envelope)
     await hub.publish("room", hub.envelope("hello"))
     assert (first.bodies, second.bodies) == ([], ["hello"])
+
+
+async def test_stop_ends_even_when_a_backend_call_swallows_the_cancellation(
+    backend: FlakyBackend,
+) -> None:
+    hub = Hub(backend, subscribe_timeout=0.2)
+    await hub.start()
+    handler = Collector()
+    await hub.subscribe("room", handler)
+    backend.swallow_cancel = True
+    hub.detach("room", handler)  # the backend unsubscribe now runs, and hangs
+    await asyncio.sleep(0)
+    assert backend.unsubscribe_calls == ["room"]
+    stopping = asyncio.create_task(hub.stop())
+    done, _ = await asyncio.wait([stopping], timeout=3)
+    if not done:  # (clean up before failing: the old hub would wait forever)
+        backend.swallow_cancel = False
+        stopping.cancel()
+    assert done, "hub.stop() hung on a task that took its cancellation for a timeout"

@@ -62,8 +62,10 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._changer: asyncio.Task[None] | None = None
         self._local_only = False  # publishing skipped while the backend is known down
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         try:
             await self.backend.connect()
         except Exception:
@@ -74,11 +76,16 @@ class Hub:
         self._changer = asyncio.create_task(self._apply_changes(), name="broker-hub-subscriber")
 
     async def stop(self) -> None:
-        for task in (self._reader, self._changer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._stopping = True
+        self._changes_ready.set()
+        tasks = [task for task in (self._reader, self._changer) if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a cancellation that lands in a backend call together with its own
+            # timeout can be taken for the timeout (asyncio.timeout), and the task goes
+            # on; `_stopping` then ends its loop, and this wait ends regardless.
+            await asyncio.wait(tasks, timeout=self._subscribe_timeout + 1)
         self._reader = self._changer = None
         for _, _, done in self._changes:
             if not done.done():
@@ -139,7 +146,7 @@ class Hub:
                 await asyncio.shield(done)
 
     async def _apply_changes(self) -> None:
-        while True:
+        while not self._stopping:
             if not self._changes:
                 self._changes_ready.clear()
                 await self._changes_ready.wait()
@@ -215,7 +222,7 @@ class Hub:
 
     async def _read(self) -> None:
         delay = _RETRY_FIRST
-        while True:
+        while not self._stopping:
             try:
                 event = await self.backend.next_event()
             except asyncio.CancelledError:
