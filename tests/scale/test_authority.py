@@ -5,15 +5,13 @@ nothing more of that room reaches them."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from sqlalchemy import text
 
 from tests.rooms.wsclient import Member, make_room, signup
-from tests.scale.cluster import WAIT, Listener, close_all, run_instances
-from tests.support.brokers import random_prefix
+from tests.scale.cluster import Listener, close_all
 from tests.support.server import ServerProcess
 from townsquare.platform.database import create_database
 
@@ -21,29 +19,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 # The bound the issue sets on "at once"; the time is measured from the REST answer.
 LEFT_WITHIN = 2.0
-
-
-@pytest.fixture(scope="module")
-def instances(
-    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    env = {
-        "DATABASE_URL": shared_database_url,
-        "REDIS_URL": shared_redis_url,
-        "BROKER_CHANNEL_PREFIX": random_prefix(),
-    }
-    with run_instances(env, tmp_path_factory.mktemp("authority")) as servers:
-        yield servers
-
-
-@pytest.fixture
-async def https(instances: list[ServerProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    a, b = instances
-    async with (
-        httpx.AsyncClient(base_url=a.base_url, timeout=WAIT) as http_a,
-        httpx.AsyncClient(base_url=b.base_url, timeout=WAIT) as http_b,
-    ):
-        yield [http_a, http_b]
 
 
 async def _make_admin(database_url: str, member: Member) -> None:

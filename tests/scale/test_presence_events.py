@@ -7,33 +7,19 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from tests.rooms.wsclient import make_room
-from tests.scale.cluster import WAIT, Listener, close_all, run_instances, signup_many
-from tests.support.brokers import random_prefix
+from tests.scale.cluster import WAIT, Listener, close_all, signup_many
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 USERS = 20
 SOCKETS_PER_USER = 5  # 100 joins and 100 leaves
-
-
-@pytest.fixture(scope="module")
-def instances(
-    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    env = {
-        "DATABASE_URL": shared_database_url,
-        "REDIS_URL": shared_redis_url,
-        "BROKER_CHANNEL_PREFIX": random_prefix(),
-    }
-    with run_instances(env, tmp_path_factory.mktemp("presence")) as servers:
-        yield servers
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.rooms.wsclient import Client, signup
-from tests.scale.cluster import WAIT, run_instances
+from tests.scale.cluster import WAIT
 from tests.support.brokers import random_prefix
 from tests.support.server import ServerProcess
 
@@ -19,17 +18,13 @@ PER_USER = 3
 
 
 @pytest.fixture(scope="module")
-def instances(
-    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    env = {
+def instances_env(shared_database_url: str, shared_redis_url: str) -> dict[str, str]:
+    return {
         "DATABASE_URL": shared_database_url,
         "REDIS_URL": shared_redis_url,
         "BROKER_CHANNEL_PREFIX": random_prefix(),
         "WS_MAX_CONNECTIONS_PER_USER": str(PER_USER),
     }
-    with run_instances(env, tmp_path_factory.mktemp("socket-limit")) as servers:
-        yield servers
 
 
 async def test_one_users_sockets_are_limited_across_instances(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -18,37 +17,12 @@ from tests.scale.cluster import (
     check_exactly_once,
     close_all,
     online_ids,
-    run_instances,
     signup_many,
 )
-from tests.support.brokers import random_prefix
 from tests.support.server import ServerProcess
 from townsquare.platform.database import create_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-@pytest.fixture(scope="module")
-def instances(
-    shared_database_url: str, shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServerProcess]]:
-    env = {
-        "DATABASE_URL": shared_database_url,
-        "REDIS_URL": shared_redis_url,
-        "BROKER_CHANNEL_PREFIX": random_prefix(),
-    }
-    with run_instances(env, tmp_path_factory.mktemp("two-instances")) as servers:
-        yield servers
-
-
-@pytest.fixture
-async def https(instances: list[ServerProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
-    a, b = instances
-    async with (
-        httpx.AsyncClient(base_url=a.base_url, timeout=WAIT) as http_a,
-        httpx.AsyncClient(base_url=b.base_url, timeout=WAIT) as http_b,
-    ):
-        yield [http_a, http_b]
 
 
 async def test_senders_on_both_instances_reach_every_member_once_in_seq_order(
