@@ -130,6 +130,15 @@ async def test_signup_mail_link_verifies_the_address_and_lets_the_account_post(
     await send(page, "verified at last")
     await expect(page.locator(".message:not(.pending) .body")).to_have_text(["verified at last"])
 
+    # The link again, here: spent, but nothing is left to do.
+    await page.goto(link)
+    await expect(page.locator("#verify-state")).to_have_text(
+        "This link was already used: your email address is verified."
+    )
+    await expect(page.get_by_role("button", name="Email me a new link")).to_have_count(0)
+    await page.get_by_role("button", name="Go to the chat").click()
+    await expect(page.locator("#chat")).to_be_visible()
+
     # The used link, opened in another browser that is not signed in.
     other, other_watch = await new_page(browser)
     await other_watch.page.goto(link)
