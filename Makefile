@@ -54,8 +54,9 @@ fuzz: install ## Longer fuzzing: schemathesis and the WebSocket fuzzer with many
 	SCHEMATHESIS_MAX_EXAMPLES=200 WS_FUZZ_EXAMPLES=1000 $(BIN)/pytest -p no:cacheprovider \
 		tests/test_schemathesis.py tests/rooms/test_fuzz.py $(PYTEST_ARGS)
 
-screenshots: install ## Retake docs/screenshots (chat, admin page, phone) with the browser tests
-	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/web/test_chat.py tests/web/test_admin.py tests/web/test_layout.py -p no:cacheprovider -q
+screenshots: install ## Retake docs/screenshots (chat, admin page, phone, sessions) with the browser tests
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest tests/web/test_chat.py tests/web/test_admin.py tests/web/test_layout.py \
+		"tests/web/test_account_flows.py::test_sessions_page_lists_logins_and_ends_them" -p no:cacheprovider -q
 
 format: install ## Format the code
 	$(BIN)/ruff format .

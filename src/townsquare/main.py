@@ -320,9 +320,9 @@ def create_app(
     app.include_router(users_router)
     app.include_router(api_keys_router)
     app.include_router(admin_router)
-    # The page and its admin view are one document; the script shows the view the
-    # path names.
-    for page in ("/", "/admin"):
+    # The page, its admin view and its sessions view are one document; the script shows
+    # the view the path names.
+    for page in ("/", "/admin", "/sessions"):
         app.add_api_route(
             page,
             _web_index,

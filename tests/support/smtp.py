@@ -78,6 +78,12 @@ class MailServer:
     def to(self, address: str) -> list[EmailMessage]:
         return [mail for mail in self.received if mail["To"] == address]
 
+    async def wait_to(self, address: str, count: int, within: float = 20.0) -> list[EmailMessage]:
+        """Until at least `count` mails to `address` arrived; they are returned in order."""
+        async with asyncio.timeout(within), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.to(address)) >= count)
+        return self.to(address)
+
 
 def text_of(mail: EmailMessage) -> str:
     part = mail.get_body(preferencelist=("plain",))

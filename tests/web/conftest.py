@@ -182,6 +182,13 @@ async def log_in(page: Page, base_url: str, email: str) -> None:
     await expect(page.locator("#status")).to_have_text("Connected")
 
 
+async def log_out(page: Page) -> None:
+    """Log out through the account menu, as a person would."""
+    await page.locator("#account-button").click()
+    await page.locator("#account-menu").get_by_role("button", name="Log out").click()
+    await expect(page.locator("#login-form")).to_be_visible()
+
+
 async def create_room(page: Page, name: str, *, topic: str = "", private: bool = False) -> None:
     await page.get_by_role("button", name="New room").click()
     dialog = page.locator("#room-dialog")
@@ -199,6 +206,15 @@ async def send(page: Page, text: str) -> None:
     box = page.get_by_label("Message", exact=True)
     await box.fill(text)
     await box.press("Enter")
+
+
+# Every visible element with text of its own whose contrast is under WCAG AA.
+LOW_CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
+
+
+async def readable(page: Page, where: str) -> None:
+    failures = await page.evaluate(LOW_CONTRAST_JS)
+    assert not failures, f"{where}: text under WCAG AA contrast: {failures}"
 
 
 def room_button(page: Page, name: str) -> Locator:

@@ -9,7 +9,7 @@ from typing import Literal
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 
 from tests.support.server import ServerProcess
 from tests.web.conftest import (
@@ -17,9 +17,11 @@ from tests.web.conftest import (
     api_user,
     create_room,
     log_in,
+    log_out,
     make_admin,
     new_page,
     no_sideways_scroll,
+    readable,
     room_button,
     send,
     sign_up,
@@ -28,14 +30,6 @@ from tests.web.conftest import (
 pytestmark = pytest.mark.e2e
 
 LONG_WORD = "supercalifragilistic" * 8  # one unbreakable 160-letter word
-
-# Every visible element with text of its own whose contrast is under WCAG AA.
-LOW_CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
-
-
-async def _readable(page: Page, where: str) -> None:
-    failures = await page.evaluate(LOW_CONTRAST_JS)
-    assert not failures, f"{where}: text under WCAG AA contrast: {failures}"
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -53,13 +47,13 @@ async def test_every_view_fits_360px_and_meets_contrast(
     await page.goto(server.base_url)
     await expect(page.locator("#login-form")).to_be_visible()
     await no_sideways_scroll(page)
-    await _readable(page, "sign-in")
+    await readable(page, "sign-in")
     # A refused sign-in shows its error, readable too.
     await page.locator("#login-form").get_by_label("Email").fill(email)
     await page.locator("#login-form").get_by_label("Password").fill("wrong password")
     await page.locator("#login-form").get_by_role("button", name="Log in").click()
     await expect(page.locator("#signin-error")).to_be_visible()
-    await _readable(page, "sign-in error")
+    await readable(page, "sign-in error")
 
     await sign_up(page, server.base_url, "Pat with a rather long display name", email)
     await expect(page.locator(".sidebar")).to_be_visible()
@@ -84,7 +78,7 @@ async def test_every_view_fits_360px_and_meets_contrast(
     assert long_box["x"] + long_box["width"] <= PHONE["width"], long_box
     overflow = await long_body.evaluate("body => body.scrollWidth - body.clientWidth")
     assert overflow <= 0, f"the text runs {overflow} px out of its box"
-    await _readable(page, "room")
+    await readable(page, "room")
     send_button = page.locator("#composer").get_by_role("button", name="Send")
     box = await send_button.bounding_box()
     assert box is not None
@@ -93,24 +87,24 @@ async def test_every_view_fits_360px_and_meets_contrast(
     await page.locator("#online").click()
     await expect(page.locator("#members-dialog")).to_be_visible()
     await no_sideways_scroll(page)
-    await _readable(page, "members dialog")
+    await readable(page, "members dialog")
     await page.keyboard.press("Escape")
     await expect(page.locator("#members-dialog")).to_be_hidden()
 
     await page.get_by_role("button", name="Back to rooms").click()
     await expect(room_button(page, f"phones-{scheme}")).to_be_visible()
-    await _readable(page, "room list")
+    await readable(page, "room list")
 
     # The admin page, as an admin, on the same phone.
     admin_email = f"admin-{scheme}@example.com"
     make_admin(env, "Phone Admin", admin_email)
-    await page.get_by_role("button", name="Log out").click()
+    await log_out(page)
     await log_in(page, server.base_url, admin_email)
     await page.get_by_role("link", name="Admin").click()
     await expect(page.locator("#figures [data-figure='instances'] dd")).to_have_text("1")
     await expect(page.locator("#users tbody tr").first).to_be_visible()
     await no_sideways_scroll(page)
-    await _readable(page, "admin")
+    await readable(page, "admin")
     await context.close()
     refused = "the server responded with a status of 401"  # the wrong password, above
     assert [error for error in watched.errors if refused not in error] == []

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Browser, Page, Request, expect
 
 from tests.support.server import ServerProcess
-from tests.web.conftest import new_page, sign_up, watch
+from tests.web.conftest import log_out, new_page, sign_up, watch
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,7 @@ async def test_session_survives_reloads_and_new_tabs_with_one_refresh_in_flight(
     await _signed_in(tabs[0].page, "Tess")
 
     # One logout ends the session in every tab, leaving nothing of it on screen.
-    await tabs[1].page.get_by_role("button", name="Log out").click()
+    await log_out(tabs[1].page)
     for tab in [first, *tabs]:
         await expect(tab.page.locator("#login-form")).to_be_visible()
         await expect(tab.page.locator("#chat")).to_be_hidden()

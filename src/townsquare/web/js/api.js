@@ -2,9 +2,10 @@
 import * as session from "./session.js";
 
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, retryAfter = null) {
     super(message);
     this.status = status;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
 
@@ -35,7 +36,12 @@ export async function api(method, path, { json, auth = true, headers = {} } = {}
     }
     const data = response.status === 204 ? null : await response.json().catch(() => null);
     if (!response.ok) {
-      throw new ApiError(response.status, detailText(data, `${response.status} ${response.statusText}`));
+      const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+      throw new ApiError(
+        response.status,
+        detailText(data, `${response.status} ${response.statusText}`),
+        Number.isFinite(retryAfter) ? retryAfter : null,
+      );
     }
     return data;
   }

@@ -18,6 +18,11 @@ const TYPING_SHOW_MS = 4000;
 const CONFIRM_MS = 15000;
 const GROUP_MS = 5 * 60000;
 
+// REQUIRE_VERIFIED_EMAIL: the server refuses joins (and posts) until the address is
+// verified; the banner above offers a new link.
+const MUST_VERIFY =
+  "Verify your email address to join this room and post in it: follow the link in the mail we sent you (the banner above sends a new one).";
+
 const LEFT_REASONS = {
   removed: "You were removed from this room.",
   room_deleted: "This room was deleted.",
@@ -85,6 +90,7 @@ export class Chat {
     this.renderedUpTo = 0; // highest seq rendered in the open room
     this.active = false;
     this.discovering = false;
+    this.mustVerify = false; // a join was refused: the address is not verified
     this.bind();
   }
 
@@ -126,6 +132,7 @@ export class Chat {
     this.current = null;
     this.reads = {};
     this.discovering = false;
+    this.mustVerify = false;
     $("#rooms").replaceChildren();
     $("#messages").replaceChildren();
     $("#room-title").textContent = "";
@@ -258,7 +265,7 @@ export class Chat {
   // Joins are paced (the server limits frames per second), the open room first.
   queueJoin(name, { first = false } = {}) {
     const room = this.rooms.get(name);
-    if (!this.live.ready || !room || room.joined || room.joining) return;
+    if (!this.live.ready || !room || room.joined || room.joining || this.mustVerify) return;
     const live = [...this.rooms.values()].filter((r) => r.joined).length + this.joinQueue.length;
     if (!first && live >= LIVE_ROOMS) return;
     this.joinQueue = this.joinQueue.filter((queued) => queued !== name);
@@ -467,6 +474,10 @@ export class Chat {
   }
 
   onError(frame) {
+    if (frame.code === "email_not_verified") {
+      this.refusedUnverified(frame.detail);
+      return;
+    }
     const item = frame.ref && this.outbox.get(frame.ref);
     if (item) {
       this.fail(frame.ref, frame.detail);
@@ -480,6 +491,24 @@ export class Chat {
       return;
     }
     this.toast(frame.detail);
+  }
+
+  // A join (or a post) was refused until the address is verified: say so in the room
+  // instead of waiting for a connection that will not let the messages through.
+  refusedUnverified(detail) {
+    this.mustVerify = true;
+    this.joinQueue = [];
+    for (const room of this.rooms.values()) room.joining = false;
+    for (const [clientId, item] of this.outbox) if (item.status === "pending") this.fail(clientId, detail);
+    this.renderNotice();
+  }
+
+  // The address is verified now: join every room.
+  verified() {
+    if (!this.mustVerify) return;
+    this.mustVerify = false;
+    this.renderNotice();
+    if (this.live.ready) this.connected();
   }
 
   // -- the open room -----------------------------------------------------------------
@@ -545,10 +574,12 @@ export class Chat {
   renderNotice() {
     const room = this.rooms.get(this.current);
     const notice = $("#room-notice");
-    notice.textContent = room?.notice || "";
-    notice.hidden = !room?.notice;
-    // Out of the room (removed, deleted, access taken): nothing can be sent to it.
-    for (const control of $("#composer").elements) control.disabled = Boolean(room?.notice);
+    const text = room?.notice || (room && !room.joined && this.mustVerify ? MUST_VERIFY : "");
+    notice.textContent = text;
+    notice.hidden = !text;
+    // Out of the room (removed, deleted, access taken, not verified): nothing can be
+    // sent to it.
+    for (const control of $("#composer").elements) control.disabled = Boolean(text);
   }
 
   renderOnline() {

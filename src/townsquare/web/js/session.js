@@ -88,7 +88,7 @@ export function refresh(stale = access) {
       return true;
     }
     if (response.status === 401 || response.status === 403 || response.status === 422) {
-      end({ broadcast: true });
+      end({ broadcast: true, reason: "ended" });
       return false;
     }
     throw new Error(`refresh failed (${response.status})`);
@@ -104,15 +104,20 @@ export async function restore() {
   return refresh(null);
 }
 
-function end({ broadcast }) {
+// `reason`: "ended" when the server ended the session (ended from another device, a
+// password reset, the account disabled, or simply expired); "logout" when a person
+// logged out in this browser.
+function end({ broadcast, reason }) {
   const had = access !== null || localStorage.getItem(HINT) !== null;
   forget();
-  if (broadcast) channel?.postMessage({ type: "signed-out" });
-  if (had) emit("signedOut");
+  if (broadcast) channel?.postMessage({ type: "signed-out", reason });
+  if (had) emit("signedOut", reason);
 }
 
-export async function logout() {
-  end({ broadcast: true });
+// `reason` "ended" when the login ends for a reason the other tabs should tell (the
+// password was reset).
+export async function logout(reason = "logout") {
+  end({ broadcast: true, reason });
   await withLock(() => authPost("/auth/logout")).catch(() => {});
 }
 
@@ -120,6 +125,6 @@ channel?.addEventListener("message", ({ data }) => {
   if (data?.type === "token" && typeof data.access === "string" && data.expiresAt > expiresAt) {
     adopt(data.access, data.expiresAt, { broadcast: false });
   } else if (data?.type === "signed-out") {
-    end({ broadcast: false });
+    end({ broadcast: false, reason: data.reason === "ended" ? "ended" : "logout" });
   }
 });
