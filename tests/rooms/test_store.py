@@ -198,3 +198,37 @@ async def test_two_stores_on_two_engines_into_one_room_keep_seq_gap_free(
     assert sorted(m.seq for batch in published for m in batch) == list(range(1, 201))
     async with database.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 200
+
+
+async def test_unverified_author_is_refused_at_commit_when_verification_is_required(
+    app: FastAPI,
+) -> None:
+    from townsquare.auth.exceptions import EmailNotVerified
+    from townsquare.platform.database import utcnow
+
+    database: Database = app.state.database
+    verified = await _user(database, "Verified")
+    unverified = await _user(database, "Unverified")  # e.g. changed email since joining
+    async with database.sessions() as session:
+        await session.execute(
+            update(User).where(User.id == verified.id).values(email_verified_at=utcnow())
+        )
+        await session.commit()
+    room = await _room(database, verified)
+
+    async def publish(_: RoomRef, __: list[MessageRead]) -> None:
+        return None
+
+    store = MessageStore(database, publish, require_verified_email=True)
+    results = await asyncio.gather(
+        store.store(room, author=verified, body="first"),
+        store.store(room, author=unverified, body="not yet"),
+        store.store(room, author=verified, body="second"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], EmailNotVerified)
+    first, second = results[0], results[2]
+    assert isinstance(first, tuple)
+    assert isinstance(second, tuple)
+    assert (first[0].seq, second[0].seq) == (1, 2)
+    assert await _stored(database, room) == [1, 2]

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from townsquare.auth.exceptions import EmailNotVerified
 from townsquare.platform.errors import AppError
 from townsquare.platform.tracing import traced_frame
 from townsquare.rooms.account import Account
@@ -261,7 +262,9 @@ class Connection:
             exc = stored.exception()
             if exc is None:
                 return
-            if isinstance(exc, AppError):
+            if isinstance(exc, EmailNotVerified):
+                self.send_text(error_text(ErrorCode.EMAIL_NOT_VERIFIED, exc.message, ref))
+            elif isinstance(exc, AppError):
                 self.send_text(error_text(ErrorCode.ROOM_NOT_FOUND, exc.message, ref))
             else:
                 logger.error("storing a message into %s failed", room, exc_info=exc)

@@ -105,7 +105,11 @@ class ConnectionManager:
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._lingering: dict[str, asyncio.TimerHandle] = {}
         self.feed_linger = FEED_LINGER_SECONDS
-        self.store = MessageStore(database, self._publish_stored)
+        self.store = MessageStore(
+            database,
+            self._publish_stored,
+            require_verified_email=settings.require_verified_email,
+        )
         self.throttles = Throttles(settings.ws_messages_per_second)
         self.accepting = True
         self._tasks: set[asyncio.Task[Any]] = set()

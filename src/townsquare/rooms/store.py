@@ -28,6 +28,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from townsquare.auth.exceptions import EmailNotVerified
 from townsquare.platform.database import Database, utcnow
 from townsquare.platform.errors import AppError
 from townsquare.rooms.exceptions import IdempotencyKeyReused, RoomNotFound
@@ -87,8 +88,18 @@ class MessageStore:
     """Per-process group commit; `publish` is called with each batch's new messages,
     in `seq` order, before the next batch of that room is stored."""
 
-    def __init__(self, database: Database, publish: Publish, *, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        database: Database,
+        publish: Publish,
+        *,
+        max_batch: int = 256,
+        require_verified_email: bool = False,
+    ) -> None:
         self.database = database
+        # REQUIRE_VERIFIED_EMAIL: an author whose email is not verified (now: it may
+        # have changed since the socket joined) is refused when the message is stored.
+        self.require_verified_email = require_verified_email
         self._publish = publish
         self.max_batch = max_batch
         self._queues: dict[int, _Queue] = {}
@@ -184,10 +195,11 @@ class MessageStore:
     ) -> list[tuple[MessageRead, bool] | AppError]:
         now = utcnow()
         async with self.database.engine.connect() as connection:
+            verified = self.require_verified_email
             if self._postgres:
-                rows = await _store_postgres(connection, room, drafts, now)
+                rows = await _store_postgres(connection, room, drafts, now, verified)
             else:
-                rows = await _store_sqlite(connection, room, drafts, now)
+                rows = await _store_sqlite(connection, room, drafts, now, verified)
             await connection.commit()
         return [_outcome(room, draft, row) for draft, row in zip(drafts, rows, strict=True)]
 
@@ -203,12 +215,16 @@ class _Row:
     created_at: datetime | None = None
     client_id: str | None = None
     created: bool = False
+    unverified: bool = False  # refused for REQUIRE_VERIFIED_EMAIL
 
 
 _REFUSED = _Row(allowed=False)
+_UNVERIFIED = _Row(allowed=False, unverified=True)
 
 
 def _outcome(room: RoomRef, draft: Draft, row: _Row) -> tuple[MessageRead, bool] | AppError:
+    if row.unverified:
+        return EmailNotVerified()
     if not row.allowed:
         return RoomNotFound()
     if not row.created and draft.idempotency_key is not None and row.body != draft.body:
@@ -269,7 +285,8 @@ allowed AS (
     SELECT i.* FROM input i, room r
     WHERE NOT i.check_access OR EXISTS (
         SELECT 1 FROM users u
-        WHERE u.id = i.author_id AND u.is_active AND (
+        WHERE u.id = i.author_id AND u.is_active
+          AND (NOT :require_verified OR u.email_verified_at IS NOT NULL) AND (
             NOT r.is_private OR u.is_admin OR EXISTS (
                 SELECT 1 FROM room_members m
                 WHERE m.room_id = r.id AND m.user_id = i.author_id
@@ -301,6 +318,11 @@ inserted AS (
     FROM fresh f, bump b
     RETURNING id, seq
 )
+SELECT 'u' AS kind, i.ord, NULL::int AS id, NULL::int AS seq, NULL AS body,
+       NULL::timestamptz AS created_at, NULL AS client_id
+FROM input i JOIN users u ON u.id = i.author_id
+WHERE :require_verified AND i.check_access AND u.email_verified_at IS NULL
+UNION ALL
 SELECT 'a' AS kind, ord, NULL::int AS id, NULL::int AS seq, NULL AS body,
        NULL::timestamptz AS created_at, NULL AS client_id FROM allowed
 UNION ALL
@@ -312,13 +334,18 @@ SELECT 'i', NULL, id, seq, NULL, NULL, NULL FROM inserted
 
 
 async def _store_postgres(
-    connection: AsyncConnection, room: RoomRef, drafts: list[Draft], now: datetime
+    connection: AsyncConnection,
+    room: RoomRef,
+    drafts: list[Draft],
+    now: datetime,
+    require_verified: bool,
 ) -> list[_Row]:
     result = await connection.execute(
         _PG_STORE,
         {
             "room_id": room.id,
             "now": now,
+            "require_verified": require_verified,
             "ords": list(range(len(drafts))),
             "authors": [draft.author.id for draft in drafts],
             "bodies": [draft.body for draft in drafts],
@@ -328,11 +355,14 @@ async def _store_postgres(
         },
     )
     allowed: set[int] = set()
+    unverified: set[int] = set()
     existing: dict[int, _Row] = {}
     inserted: list[tuple[int, int]] = []
     for kind, ord_, id_, seq, body, created_at, client_id in result:
         if kind == "a":
             allowed.add(ord_)
+        elif kind == "u":
+            unverified.add(ord_)
         elif kind == "e":
             existing[ord_] = _Row(True, id_, seq, body, created_at, client_id, created=False)
         else:
@@ -341,7 +371,9 @@ async def _store_postgres(
     fresh = iter(inserted)
     rows = []
     for ord_, draft in enumerate(drafts):
-        if ord_ not in allowed:
+        if ord_ in unverified:
+            rows.append(_UNVERIFIED)
+        elif ord_ not in allowed:
             rows.append(_REFUSED)
         elif ord_ in existing:
             rows.append(existing[ord_])
@@ -352,12 +384,16 @@ async def _store_postgres(
 
 
 async def _store_sqlite(
-    connection: AsyncConnection, room: RoomRef, drafts: list[Draft], now: datetime
+    connection: AsyncConnection,
+    room: RoomRef,
+    drafts: list[Draft],
+    now: datetime,
+    require_verified: bool,
 ) -> list[_Row]:
     # Take SQLite's write lock first, so the checks below cannot go stale before the
     # insert (SQLite has one writer at a time).
     await connection.execute(update(Room).where(Room.id == room.id).values(last_seq=Room.last_seq))
-    allowed = await _sqlite_allowed(connection, room, drafts)
+    allowed, unverified = await _sqlite_allowed(connection, room, drafts, require_verified)
     existing = await _sqlite_existing(connection, room, allowed)
     fresh = [draft for draft in allowed if id(draft) not in existing]
     created: dict[int, tuple[int, int]] = {}
@@ -391,7 +427,9 @@ async def _store_sqlite(
             created[id(draft)] = (id_, seq)
     rows = []
     for draft in drafts:
-        if draft not in allowed:
+        if id(draft) in unverified:
+            rows.append(_UNVERIFIED)
+        elif draft not in allowed:
             rows.append(_REFUSED)
         elif id(draft) in existing:
             rows.append(existing[id(draft)])
@@ -402,21 +440,33 @@ async def _store_sqlite(
 
 
 async def _sqlite_allowed(
-    connection: AsyncConnection, room: RoomRef, drafts: list[Draft]
-) -> list[Draft]:
+    connection: AsyncConnection, room: RoomRef, drafts: list[Draft], require_verified: bool
+) -> tuple[list[Draft], set[int]]:
+    """The drafts whose author may post now, and (by `id`) those refused only for an
+    unverified email."""
     private = (
         await connection.execute(select(Room.is_private).where(Room.id == room.id))
     ).scalar_one_or_none()
     if private is None:
-        return []
+        return [], set()
     checked = {draft.author.id for draft in drafts if draft.check_access}
     if not checked:
-        return list(drafts)
+        return list(drafts), set()
     users = {
         row.id: row
         for row in await connection.execute(
-            select(User.id, User.is_active, User.is_admin).where(User.id.in_(checked))
+            select(User.id, User.is_active, User.is_admin, User.email_verified_at).where(
+                User.id.in_(checked)
+            )
         )
+    }
+    unverified = {
+        id(draft)
+        for draft in drafts
+        if require_verified
+        and draft.check_access
+        and draft.author.id in users
+        and users[draft.author.id].email_verified_at is None
     }
     members: set[int] = set()
     if private:
@@ -433,12 +483,14 @@ async def _sqlite_allowed(
     def may_post(draft: Draft) -> bool:
         if not draft.check_access:
             return True
+        if id(draft) in unverified:
+            return False
         user = users.get(draft.author.id)
         if user is None or not user.is_active:
             return False
         return not private or user.is_admin or draft.author.id in members
 
-    return [draft for draft in drafts if may_post(draft)]
+    return [draft for draft in drafts if may_post(draft)], unverified
 
 
 async def _sqlite_existing(
