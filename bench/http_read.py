@@ -263,7 +263,7 @@ def compare(args: argparse.Namespace) -> None:
                 ts_env["REDIS_URL"] = args.redis_url
                 ts_env["BROKER_CHANNEL_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}:"
                 ts_env["RATE_LIMIT_KEY_PREFIX"] = f"bench{uuid.uuid4().hex[:8]}"
-            ts_env.update(item.split("=", 1) for item in args.env)  # type: ignore[misc]
+            ts_env.update(item.split("=", 1) for item in args.env)
             log_dir = Path(args.logs or tmp)
             ts = start(
                 "townsquare",

@@ -47,7 +47,7 @@ def build_app(variant: str):  # type: ignore[no-untyped-def]
     from townsquare.config import Settings
     from townsquare.main import create_app
 
-    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None))
     if variant == "bare":
         app.user_middleware.clear()
     return app

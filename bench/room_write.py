@@ -1,8 +1,9 @@
 """Messages per second into one room, many concurrent senders, SQLite vs PostgreSQL.
 
-Runs the server's write path in process: `rooms.service.post_message` (the seq
-counter bump and the insert, one transaction) and then the hub publish, for N
-senders at once sharing one room. Prints a table; nothing is asserted.
+Runs the server's write path in process: the room's group commit
+(`rooms.store.MessageStore`: the permission check, the `seq` range and the insert of
+each batch, one transaction) and the hub publish of each stored batch, for N senders
+at once sharing one room. Prints a table; nothing is asserted.
 
     python bench/room_write.py [--senders 1,10,50] [--messages 2000]
 
@@ -28,9 +29,12 @@ from townsquare.platform import migrations
 from townsquare.platform.broker.hub import Hub
 from townsquare.platform.broker.memory import MemoryBackend
 from townsquare.platform.database import Database, create_database
+from townsquare.rooms import history
 from townsquare.rooms import service as rooms_service
-from townsquare.rooms.manager import decode_event, message_frame, room_channel
+from townsquare.rooms.manager import room_channel
 from townsquare.rooms.models import Message
+from townsquare.rooms.schemas import MessageRead
+from townsquare.rooms.store import MessageStore, RoomRef
 from townsquare.users import service as users_service
 from townsquare.users.schemas import UserPublic
 
@@ -40,8 +44,14 @@ POSTGRES_URL = os.environ.get(
 
 
 async def _one_run(database: Database, senders: int, total: int) -> float:
-    hub = Hub(MemoryBackend(), decode_event)
+    hub = Hub(MemoryBackend())
     await hub.start()
+
+    async def publish(room: RoomRef, messages: list[MessageRead]) -> None:
+        envelopes = [hub.envelope(history.message_text(m), seq=m.seq) for m in messages]
+        await hub.publish_many(room_channel(room.name), envelopes)
+
+    store = MessageStore(database, publish)
     async with database.sessions() as session:
         user = await users_service.create_user(
             session,
@@ -52,21 +62,18 @@ async def _one_run(database: Database, senders: int, total: int) -> float:
         room = await rooms_service.create_room(
             session, owner=user, name=f"b-{uuid.uuid4().hex[:12]}", topic=None, private=False
         )
+    ref = RoomRef(room.id, room.name)
     author = UserPublic(id=user.id, name=user.name)
     per_sender = total // senders
 
     async def sender(index: int) -> None:
         for number in range(per_sender):
-            async with database.sessions() as session:
-                message, _ = await rooms_service.post_message(
-                    session, room=room, author=author, body=f"message {index}-{number}"
-                )
-            payload = message_frame(message).model_dump_json().encode()
-            await hub.publish(room_channel(room.name), b"M%d\n%b" % (message.seq, payload))
+            await store.store(ref, author=author, body=f"message {index}-{number}")
 
     started = time.perf_counter()
     await asyncio.gather(*(sender(i) for i in range(senders)))
     elapsed = time.perf_counter() - started
+    await store.close()
     await hub.stop()
     async with database.sessions() as session:
         count = await session.scalar(

@@ -22,7 +22,7 @@ class HandshakeFailed(Exception):
     pass
 
 
-class Socket(WSListener):  # type: ignore[misc]
+class Socket(WSListener):
     def __init__(self, protocol: Protocol, steps: list[Step], sender: int) -> None:
         self.protocol = protocol
         self.steps = list(steps)
