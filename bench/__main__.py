@@ -16,6 +16,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -23,7 +24,7 @@ import uvloop
 from bench import report
 from bench.context import FULL, QUICK, Context, create_room, peer_tokens, sign_up
 from bench.harness import Bench, Workers
-from bench.machine import describe, postgres_backends
+from bench.machine import describe
 from bench.procs import BENCH_SECRET, Postgres, PrivateRedis, townsquare_server, uvicorn_server
 from bench.suites import b1_http, b2_rooms, b3_idle, b4_recovery
 
@@ -58,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="write a py-spy profile (speedscope) of each townsquare run's window here",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="after each run, the CPU of each process of ours and of the busiest others",
+    )
     parser.add_argument("--retries", type=int, help="reruns of a run thrown away (2; quick: 0)")
     parser.add_argument(
         "--postgres",
@@ -83,6 +90,11 @@ async def main(args: argparse.Namespace) -> int:
     out = args.out or ROOT / "bench" / "results" / ("quick" if args.quick else "")
     server_env = dict(item.split("=", 1) for item in args.server_env)
     started = time.monotonic()
+
+    def phase(text: str) -> None:
+        """A step of the run, with the seconds since the start (where the time goes)."""
+        print(f"[{time.monotonic() - started:4.0f} s] {text}", flush=True)
+
     logs = Path(tempfile.mkdtemp(prefix="townsquare-bench-"))
     print(f"townsquare bench ({plan.name}): logs in {logs}", flush=True)
     postgres = Postgres(args.postgres)
@@ -99,15 +111,17 @@ async def main(args: argparse.Namespace) -> int:
         procs += workers.pids()
         if redis.process is not None:
             procs.append(("redis", redis.process.pid))
-        return procs + postgres_backends(databases)
+        return procs
 
     bench = Bench(
         deadline=started + plan.deadline_seconds,
         foreign_limit=args.foreign_limit,
         retries=args.retries if args.retries is not None else (0 if args.quick else 2),
         tracked=tracked,
+        databases=lambda: databases,
         server_pids=lambda name: ctx.servers[name].pids() if ctx else [],
         profile=args.profile,
+        verbose=args.verbose,
     )
     ctx = Context(plan, bench, workers, redis, postgres, logs, server_env)
     try:
@@ -133,9 +147,10 @@ async def main(args: argparse.Namespace) -> int:
         ctx.accounts["ts-pg"] = await sign_up(ts, needed)
         for room in ("fanout", "hot", "replay"):
             await create_room(ts, ctx.accounts["ts-pg"][0], room)
-        print(f"  set-up: {needed} accounts, {time.monotonic() - started:.0f} s", flush=True)
+        phase(f"set-up done: {needed} accounts")
 
         if "B1" in suites:
+            phase("B1")
             await ctx.start(
                 uvicorn_server("bare-http", "bench.servers.bare_http:app", logs, shared, "/bare")
             )
@@ -148,6 +163,7 @@ async def main(args: argparse.Namespace) -> int:
         if "B4" in suites:
             seeding = asyncio.create_task(b4_recovery.seed(ctx, seeders))
         if "B3" in suites:
+            phase("B3")
             ts_tokens = [a.token for a in ctx.accounts["ts-pg"]]
             count = plan.idle_sockets + b3_idle.WARM_SOCKETS
             await b3_idle.run(
@@ -181,15 +197,19 @@ async def main(args: argparse.Namespace) -> int:
         if seeding is not None:
             seeded = await seeding
         if "B2" in suites:
-            await run_rooms(ctx, logs, server_env)
+            phase("B2")
+            await run_rooms(ctx, logs, server_env, phase)
         if "B4" in suites:
+            phase("B4")
             await b4_recovery.run(ctx, seeders, seeded)
     finally:
+        phase("stopping")
         await workers.stop_all()
         ctx.stop_all()
         redis.stop()
         await postgres.drop_all()
 
+    phase("report")
     machine = describe({"postgresql": await postgres.version(), "plan": plan.name})
     command = "make bench-quick" if args.quick else "make bench"
     readme = None if args.quick or suites != {"B1", "B2", "B3", "B4"} else ROOT / "README.md"
@@ -199,7 +219,9 @@ async def main(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_rooms(ctx: Context, logs: Path, server_env: dict[str, str]) -> None:
+async def run_rooms(
+    ctx: Context, logs: Path, server_env: dict[str, str], phase: Callable[[str], None]
+) -> None:
     plan, workers = ctx.plan, ctx.workers
     shared = {"BENCH_REDIS_URL": ctx.redis.url, "BENCH_JWT_SECRET": BENCH_SECRET}
     sqlite_url = f"sqlite+aiosqlite:///{logs}/townsquare.db"
@@ -240,7 +262,8 @@ async def run_rooms(ctx: Context, logs: Path, server_env: dict[str, str]) -> Non
                 hot=[workers.spawn(f"{key}-hot{i}") for i in range(2)],
             )
         )
-    await b2_rooms.run(ctx, arms)
+    phase("B2: servers and accounts ready")
+    await b2_rooms.run(ctx, arms, phase)
 
 
 def entry() -> int:

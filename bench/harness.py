@@ -164,14 +164,17 @@ class Bench:
         foreign_limit: float,
         retries: int,
         tracked: Callable[[], list[tuple[str, int]]],
+        databases: Callable[[], list[str]],
         server_pids: Callable[[str], list[int]],
         profile: Path | None = None,
+        verbose: bool = False,
     ) -> None:
         self.profile = profile
+        self.verbose = verbose
         self.deadline = deadline
         self.foreign_limit = foreign_limit
         self.retries = retries
-        self.watch = CpuWatch(tracked)
+        self.watch = CpuWatch(tracked, databases)
         self.server_pids = server_pids
         self.sections: list[Section] = []
 
@@ -190,8 +193,9 @@ class Bench:
         rounds: int,
         reserve: float = 0.0,
     ) -> None:
-        """Run every arm `rounds` times, interleaved; stop early (after at least one
-        round) when only `reserve` seconds of the run's deadline are left."""
+        """Run every arm `rounds` times, interleaved; stop early when only `reserve`
+        seconds of the run's deadline are left. The first round always runs, so every
+        arm has a figure even on a machine slower than the plan."""
         names = list(arms)
         for number in range(rounds):
             if number > 0 and self.remaining() < reserve:
@@ -199,9 +203,6 @@ class Bench:
                 break
             order = names[number % len(names) :] + names[: number % len(names)]
             for arm in order:
-                if self.remaining() <= 0:
-                    section.notes.append(f"{arm}: skipped in round {number + 1}, deadline reached")
-                    continue
                 await self.one(section, arm, arms[arm], reserve)
 
     async def one(
@@ -222,11 +223,12 @@ class Bench:
             if profiler is not None:
                 await profiler.stop()
             noisy = cpu.foreign_cores > self.foreign_limit
-            if noisy and attempt < self.retries and self.remaining() > reserve:
+            # A rerun only when one more run of this length still leaves the reserve.
+            if noisy and attempt < self.retries and self.remaining() - cpu.wall > reserve:
                 section.discarded[arm] = section.discarded.get(arm, 0) + 1
                 print(
                     f"  {section.name} {arm}: thrown away, foreign load "
-                    f"{cpu.foreign_cores:.2f} cores",
+                    f"{cpu.foreign_cores:.2f} cores ({cpu.describe_foreign()})",
                     flush=True,
                 )
                 await asyncio.sleep(RETRY_PAUSE)
@@ -244,6 +246,10 @@ class Bench:
             )
             line = summary(section, measured, cpu, problems)
             print(f"  {section.name} {arm}: {line}{' NOISY' if noisy else ''}", flush=True)
+            if noisy or self.verbose:
+                print(f"    cores, foreign: {cpu.describe_foreign() or '-'}", flush=True)
+            if self.verbose:
+                print(f"    cores, ours: {cpu.describe_ours()}", flush=True)
             return
 
 

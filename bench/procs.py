@@ -20,6 +20,12 @@ import httpx
 import psutil
 
 BENCH_SECRET = "bench-only-signing-key-" + "x" * 24
+# Heartbeats every server of a run gets (townsquare's WS_HEARTBEAT_*, uvicorn's
+# --ws-ping-*, Engine.IO's ping): far apart, and patient. Under a 2,000-message burst a
+# client's pong waits behind the messages it is still sending or receiving; with the
+# 20-second defaults a server drops the socket, and what was queued on it, mid-run.
+HEARTBEAT_INTERVAL = "600"
+HEARTBEAT_TIMEOUT = "1800"
 
 
 def free_port() -> int:
@@ -126,13 +132,14 @@ def townsquare_server(
         # a 2,000-message burst must fit a subscriber's send queue.
         "WS_MESSAGES_PER_SECOND": "1000000",
         "WS_SEND_QUEUE_SIZE": "4096",
-        "WS_HEARTBEAT_INTERVAL_SECONDS": "600",
-        "WS_HEARTBEAT_TIMEOUT_SECONDS": "1800",
+        "WS_HEARTBEAT_INTERVAL_SECONDS": HEARTBEAT_INTERVAL,
+        "WS_HEARTBEAT_TIMEOUT_SECONDS": HEARTBEAT_TIMEOUT,
         "WS_REPLAY_MAX": "100000",
         "WS_MAX_CONNECTIONS_PER_USER": "100",
         "WORKER_CAPACITY": "20000",
-        # The shared PostgreSQL has 100 connections for everyone on the machine.
-        "DATABASE_MAX_OVERFLOW": "10",
+        # The database pool is townsquare's default (a fixed pool, no overflow): an
+        # overflow connection is closed when returned, so it would measure the churn
+        # of PostgreSQL sessions a deployment does not have.
     }
     if redis_url:
         env["REDIS_URL"] = redis_url
@@ -163,7 +170,16 @@ def uvicorn_server(name: str, app: str, logs: Path, env: dict[str, str], ready: 
         "--log-level",
         "warning",
         "--no-access-log",
+        "--ws-ping-interval",
+        HEARTBEAT_INTERVAL,
+        "--ws-ping-timeout",
+        HEARTBEAT_TIMEOUT,
     ]
+    env = {
+        "BENCH_HEARTBEAT_INTERVAL": HEARTBEAT_INTERVAL,
+        "BENCH_HEARTBEAT_TIMEOUT": HEARTBEAT_TIMEOUT,
+        **env,
+    }
     return Server(name, argv, env, logs, ready)
 
 

@@ -143,7 +143,10 @@ class SocketIO(Protocol):
         return b"3" if data == b"2" else None
 
     def is_error(self, data: bytes) -> bool:
-        return data.startswith(b"44")
+        # 44: connect refused; 41: the server left the namespace (its socket is gone from
+        # the room); 1: Engine.IO closes the session (a missed ping). The WebSocket may
+        # stay open after the last two, so they are the only sign of a dropped socket.
+        return data.startswith((b"44", b"41")) or data == b"1"
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Townsquare(), Bare(), SocketIO())}

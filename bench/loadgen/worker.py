@@ -98,6 +98,17 @@ class Worker:
                 break
         return self.receipts()
 
+    async def op_status(self) -> dict[str, Any]:
+        """Whether any socket was closed or told of an error (a publisher's health)."""
+        return {
+            "closed": sum(s.closed for s in self.sockets),
+            "errors": sum(s.errors for s in self.sockets),
+            "first_error": next(
+                (s.first_error.decode(errors="replace") for s in self.sockets if s.first_error),
+                None,
+            ),
+        }
+
     def receipts(self) -> dict[str, Any]:
         sockets = self.sockets
         latencies = b"".join(s.latencies.tobytes() for s in sockets)

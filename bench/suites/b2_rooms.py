@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -52,13 +54,21 @@ def latency_values(blobs: list[bytes], prefix: str) -> dict[str, float]:
     }
 
 
-def problems_of(replies: list[dict[str, Any]]) -> list[str]:
+def problems_of(replies: list[dict[str, Any]], senders: dict[str, Any] | None = None) -> list[str]:
+    """Why a run is invalid: the receivers' losses, gaps, duplicates, errors and closed
+    sockets, and a sender's socket closed or told of an error (its unsent rest lost)."""
     found = []
     for key in ("missing", "gaps", "duplicates", "seq_errors", "errors", "closed"):
         total = sum(r[key] for r in replies)
         if total:
             found.append(f"{key} {total}")
+    if senders is not None:
+        if senders["closed"]:
+            found.append("publisher's socket closed")
+        if senders["errors"]:
+            found.append(f"publisher told of {senders['errors']} error(s)")
     first = next((r["first_error"] for r in replies if r["first_error"]), None)
+    first = first or (senders or {}).get("first_error")
     if first:
         found.append(f"first error: {first[:120]}")
     return found
@@ -78,16 +88,23 @@ async def fan_out(ctx: Context, arm: Arm, *, messages: int, rate: float | None) 
     replies = await asyncio.gather(
         *(workers.call(n, "wait", within=SETTLE_TIMEOUT) for n in arm.subscribers)
     )
+    publisher = await workers.call(arm.publisher, "status")
     received = sum(r["received"] for r in replies)
     last = max(r["last_ns"] for r in replies)
-    seconds = max(1e-9, (last - sent["first_send_ns"]) / 1e9)
+    # From the first send to the last receipt; with nothing received, the publisher's
+    # command and the wait for receipts (the run's wall time, not a negative span).
+    waited = max(float(r["wall"]) for r in replies)
+    seconds = (last - sent["first_send_ns"]) / 1e9 if received else sent["wall"] + waited
+    seconds = max(seconds, 1e-3)
     values = {"deliveries_per_s": received / seconds, "seconds": seconds, "received": received}
     values |= latency_values([r["latencies"] for r in replies], "")
     cpu = {n: utilization(r) for n, r in zip(arm.subscribers, replies, strict=True)}
     # A burst is meant to be sent at once: the publisher is busy for the whole of its
-    # short command, so its load is judged over the run instead.
-    cpu[arm.publisher] = sent["cpu"] / seconds
-    return Measured(values, cpu, problems_of(replies), server=arm.server, operations=received)
+    # short command, so its load is judged over the run instead (never a span shorter
+    # than the command itself).
+    cpu[arm.publisher] = sent["cpu"] / max(seconds, sent["wall"])
+    problems = problems_of(replies, publisher)
+    return Measured(values, cpu, problems, server=arm.server, operations=received)
 
 
 async def hot_room(ctx: Context, arm: Arm, *, seconds: float) -> Measured:
@@ -160,13 +177,14 @@ async def prepare(ctx: Context, arm: Arm, room: str, hot_room_name: str) -> None
         )
 
 
-async def run(ctx: Context, arms: list[Arm]) -> None:
+async def run(ctx: Context, arms: list[Arm], phase: Callable[[str], None]) -> None:
     plan, bench = ctx.plan, ctx.bench
     for arm in arms:
         await prepare(ctx, arm, "fanout", "hot")
         # Warm-up: a short burst and a short hot loop, not measured.
         await fan_out(ctx, arm, messages=min(100, plan.burst), rate=None)
         await hot_room(ctx, arm, seconds=0.5)
+        phase(f"B2: {arm.name} connected and warm")
     names = {arm.name: arm for arm in arms}
     burst = bench.section(
         Section(
@@ -204,10 +222,7 @@ async def run(ctx: Context, arms: list[Arm]) -> None:
     )
     await bench.rounds(
         burst,
-        {
-            n: (lambda a=a: fan_out(ctx, a, messages=plan.burst, rate=None))
-            for n, a in names.items()
-        },
+        {n: partial(fan_out, ctx, a, messages=plan.burst, rate=None) for n, a in names.items()},
         rounds=plan.room_rounds,
         reserve=ctx.reserve(0.3),
     )
@@ -215,7 +230,7 @@ async def run(ctx: Context, arms: list[Arm]) -> None:
     await bench.rounds(
         paced,
         {
-            n: (lambda a=a: fan_out(ctx, a, messages=messages, rate=plan.paced_rate))
+            n: partial(fan_out, ctx, a, messages=messages, rate=plan.paced_rate)
             for n, a in names.items()
         },
         rounds=max(1, plan.room_rounds - 1),
@@ -223,7 +238,7 @@ async def run(ctx: Context, arms: list[Arm]) -> None:
     )
     await bench.rounds(
         hot,
-        {n: (lambda a=a: hot_room(ctx, a, seconds=plan.hot_seconds)) for n, a in names.items()},
+        {n: partial(hot_room, ctx, a, seconds=plan.hot_seconds) for n, a in names.items()},
         rounds=plan.room_rounds,
         reserve=ctx.reserve(0.14),
     )

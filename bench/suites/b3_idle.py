@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 from bench.context import Context
 from bench.harness import Measured, Section, utilization
@@ -58,7 +59,7 @@ async def idle_memory(
             "rss_before_mib": before / 2**20,
             "rss_after_mib": after / 2**20,
             "connect_seconds": opened["seconds"],
-            "deflate_negotiated": opened["deflate"] / len(tokens),
+            "deflate_negotiated": opened["deflate"] / count,  # of the measured sockets
         }
         return Measured(values, {name: utilization(opened)}, problems)
     finally:
@@ -85,11 +86,7 @@ async def run(ctx: Context, arms: dict[str, tuple[Callable[[], Server], str, lis
         await ctx.bench.rounds(
             section,
             {
-                arm: (
-                    lambda make=make, p=p, t=t, c=compression: idle_memory(
-                        ctx, make, p, t[:count], c
-                    )
-                )
+                arm: partial(idle_memory, ctx, make, p, t[:count], compression)
                 for arm, (make, p, t) in arms.items()
             },
             rounds=1,
@@ -98,7 +95,8 @@ async def run(ctx: Context, arms: dict[str, tuple[Callable[[], Server], str, lis
         for arm in section.runs:
             share = section.median(arm, "deflate_negotiated")
             if compression and share is not None and share < 1:
+                why = " (townsquare turns it off: zlib state per connection)"
                 section.notes.append(
                     f"{arm}: the server declined permessage-deflate on {1 - share:.0%} of "
-                    "the sockets (townsquare turns it off: zlib state per connection)"
+                    f"the sockets{why if arm.startswith('townsquare') else ''}"
                 )
