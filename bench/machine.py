@@ -136,8 +136,16 @@ class CpuSample:
         return max(0.0, self.busy_cores - self.ours_cores)
 
     def describe_foreign(self) -> str:
-        """The named foreign processes, in cores: what to blame for a noisy run."""
-        return ", ".join(f"{name} {cpu / self.wall:.2f}" for name, cpu in self.foreign.items())
+        """The named foreign processes, in cores: what to blame for a noisy run (with the
+        hypervisor's steal, and the rest: smaller processes and those that came and
+        went inside the run)."""
+        named = [f"{name} {cpu / self.wall:.2f}" for name, cpu in self.foreign.items()]
+        unnamed = self.foreign_cores - self.steal_cores - sum(self.foreign.values()) / self.wall
+        if self.steal_cores >= 0.01:
+            named.append(f"steal {self.steal_cores:.2f}")
+        if unnamed >= 0.01:
+            named.append(f"the rest {unnamed:.2f}")
+        return ", ".join(named)
 
     def describe_ours(self) -> str:
         busiest = sorted(self.per_process.items(), key=lambda kv: -kv[1])
