@@ -99,8 +99,18 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-async def signup_many(http: httpx.AsyncClient, count: int, name: str) -> list[Member]:
-    return list(await asyncio.gather(*(signup(http, f"{name}{i}") for i in range(count))))
+async def signup_many(
+    http: httpx.AsyncClient, count: int, name: str, *, at_once: int = 20
+) -> list[Member]:
+    """`count` accounts, `at_once` sign-ups at a time: each has its own HTTP client,
+    and hundreds at once would wait past the server's database pool timeout (503)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(index: int) -> Member:
+        async with gate:
+            return await signup(http, f"{name}{index}")
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
 @dataclass
