@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from tests.rooms.conftest import BASE_ENV, _empty
-from tests.rooms.wsclient import Client, Member, make_room
+from tests.rooms.wsclient import PASSWORD, Member, connect, make_room
 from tests.support.server import ServerProcess, run_server
 from tests.support.smtp import MailServer, token_in
+from townsquare.client import Api, ApiError
+from townsquare.rooms.protocol import ErrorFrame, JoinedFrame, JoinFrame
 
 pytestmark = pytest.mark.e2e
 
@@ -53,53 +55,51 @@ def strict_server(
         asyncio.run(_empty(url))
 
 
-async def _signup(http: httpx.AsyncClient, email: str) -> Member:
-    created = await http.post(
-        "/users", json={"name": "Una", "email": email, "password": "long enough pw"}
-    )
-    assert created.status_code == 201, created.text
-    token = await http.post("/auth/token", data={"username": email, "password": "long enough pw"})
-    assert token.status_code == 200, token.text  # unverified accounts may log in
-    return Member(created.json()["id"], "Una", token.json()["access_token"])
+async def _signup(api: Api, email: str) -> Member:
+    created = await api.signup(name="Una", email=email, password=PASSWORD)
+    tokens = await api.login(email, PASSWORD)  # unverified accounts may log in
+    return Member(created.id, "Una", tokens.access_token, tokens.refresh_token)
 
 
 async def test_unverified_account_cannot_post_or_join_until_it_follows_the_mailed_link(
     strict_server: ServerProcess, module_mail_server: MailServer
 ) -> None:
     email = f"una-{strict_server.base_url.rsplit(':', 1)[1]}@example.com"
-    async with httpx.AsyncClient(base_url=strict_server.base_url, timeout=10) as http:
-        una = await _signup(http, email)
+    async with (
+        httpx.AsyncClient(base_url=strict_server.base_url, timeout=10) as http,
+        Api(strict_server.base_url) as api,
+    ):
+        una = await _signup(api, email)
         room = await make_room(http, una)  # creating a room is not posting into it
 
-        posted = await http.post(
-            f"/rooms/{room}/messages", json={"body": "hi"}, headers=una.headers
-        )
-        assert posted.status_code == 403
-        assert posted.json()["detail"].startswith("Verify your email address first")
+        with pytest.raises(ApiError) as refused:
+            await api.post_message(room, "hi")
+        assert refused.value.status == 403
+        assert str(refused.value.detail).startswith("Verify your email address first")
 
-        client = await Client.open(strict_server, una)
+        client = await connect(strict_server, una)
         try:
-            await client.send(type="join", room=room, ref="j1")
-            error = await client.expect("error")
-            assert error["code"] == "email_not_verified"
-            assert error["ref"] == "j1"
+            await client.send(JoinFrame(type="join", room=room, ref="j1"))
+            error = await client.expect(ErrorFrame)
+            assert error.code == "email_not_verified"
+            assert error.ref == "j1"
         finally:
-            await client.ws.close()
+            await client.close()
 
         await module_mail_server.wait_for(1)
         [mail] = module_mail_server.to(email)
         verified = await http.post("/auth/verify-email", json={"token": token_in(mail)})
         assert verified.status_code == 204
-        assert (await http.get("/me", headers=una.headers)).json()["email_verified"] is True
+        assert (await api.me()).email_verified is True
 
         posted = await http.post(
             f"/rooms/{room}/messages", json={"body": "hi"}, headers=una.headers
         )
         assert posted.status_code == 201, posted.text
-        client = await Client.open(strict_server, una)
+        client = await connect(strict_server, una)
         try:
-            await client.send(type="join", room=room)
-            joined = await client.expect("joined")
-            assert joined["seq"] == 1
+            await client.send(JoinFrame(type="join", room=room))
+            joined = await client.expect(JoinedFrame)
+            assert joined.seq == 1
         finally:
-            await client.ws.close()
+            await client.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import re
 import signal
 import subprocess
@@ -11,18 +12,18 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from tests.conftest import TEST_SECRET
 from tests.support.databases import missing_service
 from tests.support.gunicorn import REPO, fresh_get, run_gunicorn
+from townsquare.client import Api, Connection
+from townsquare.rooms.protocol import ByeFrame, JoinedFrame, JoinFrame, ServerFrame
 
 pytestmark = pytest.mark.e2e
 
@@ -103,67 +104,62 @@ def test_metrics_with_two_workers_count_the_requests_of_both(
         assert f'townsquare_worker_capacity{{pid="{pid}"}}' in text
 
 
-def test_sigterm_with_slow_request_and_websocket_finishes_request_says_bye_and_exits_zero(
+async def test_sigterm_with_slow_request_and_websocket_finishes_request_says_bye_and_exits_zero(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     graceful_timeout = float(env["GRACEFUL_TIMEOUT"])
-    with run_gunicorn(env, tmp_path / "server.log") as server, ExitStack() as stack:
+    with run_gunicorn(env, tmp_path / "server.log") as server:
         # Real clients of the real /ws: signed in, in a room. (The SQLite file is the
         # session's, shared with other tests: names are unique to this run.)
         unique = uuid.uuid4().hex[:12]
         email, room = f"ann-{unique}@example.com", f"lobby-{unique}"
-        with httpx.Client(base_url=server.base_url, timeout=10) as http:
-            http.post(
-                "/users", json={"name": "Ann", "email": email, "password": "long enough"}
-            ).raise_for_status()
-            token = http.post(
-                "/auth/token", data={"username": email, "password": "long enough"}
-            ).json()["access_token"]
-            bearer = {"Authorization": f"Bearer {token}"}
-            http.post("/rooms", json={"name": room}, headers=bearer).raise_for_status()
-        sockets = []
-        for _ in range(4):
-            ws = stack.enter_context(
-                connect(f"{server.ws_url}/ws", additional_headers=bearer, open_timeout=5)
-            )
-            assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
-            ws.send(json.dumps({"type": "join", "room": room}))
-            assert json.loads(ws.recv(timeout=5))["type"] == "joined"
-            sockets.append(ws)
-        slow: dict[str, httpx.Response] = {}
+        async with Api(server.base_url) as api:
+            await api.signup(name="Ann", email=email, password="long enough")
+            token = (await api.login(email, "long enough")).access_token
+            await api.create_room(room)
+        sockets: list[Connection] = []
+        try:
+            for _ in range(4):
+                socket = await Connection.open(server.base_url, token, open_timeout=5)
+                sockets.append(socket)
+                await socket.send(JoinFrame(type="join", room=room))
+                await socket.expect(JoinedFrame, within=5, room=room)
+            slow: dict[str, httpx.Response] = {}
 
-        def slow_request() -> None:
-            slow["response"] = fresh_get(f"{server.base_url}/test/slow?seconds=3")
+            def slow_request() -> None:
+                slow["response"] = fresh_get(f"{server.base_url}/test/slow?seconds=3")
 
-        thread = threading.Thread(target=slow_request)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while "slow request started" not in server.log() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "slow request started" in server.log()
+            thread = threading.Thread(target=slow_request)
+            thread.start()
+            deadline = time.monotonic() + 10
+            # A line in another process's log: nothing to wait on but the file.
+            while "slow request started" not in server.log() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            assert "slow request started" in server.log()
 
-        server.process.send_signal(signal.SIGTERM)
-        stopped_at = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
 
-        last_frames: list[dict[str, str]] = []
-        codes: list[int | None] = []
-        for ws in sockets:
-            last: dict[str, str] = {}
-            try:
-                while True:
-                    last = json.loads(ws.recv(timeout=graceful_timeout))
-            except ConnectionClosed as closed:
-                codes.append(closed.rcvd.code if closed.rcvd else None)
-            last_frames.append(last)
-        thread.join(timeout=graceful_timeout)
-        exit_code = server.process.wait(timeout=graceful_timeout + 5)
-        took = time.monotonic() - stopped_at
+            last_frames: list[ServerFrame | None] = []
+            for socket in sockets:
+                last: ServerFrame | None = None
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        last = await socket.recv(graceful_timeout)
+                last_frames.append(last)
+            codes = [socket.close_code for socket in sockets]
+            await asyncio.to_thread(thread.join, graceful_timeout)
+            exit_code = await asyncio.to_thread(server.process.wait, graceful_timeout + 5)
+            took = time.monotonic() - stopped_at
+        finally:
+            for socket in sockets:
+                socket.abort()
 
     assert slow["response"].status_code == 200
     assert exit_code == 0
     assert took < graceful_timeout
     assert codes == [1012] * len(sockets)
-    assert last_frames == [{"type": "bye", "reason": "server restarting"}] * len(sockets)
+    assert last_frames == [ByeFrame(reason="server restarting")] * len(sockets)
     log = server.log()
     assert "slow request finished" in log
     assert log.count("draining: 1 callback(s)") == 2  # once per worker

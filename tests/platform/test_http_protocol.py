@@ -209,6 +209,7 @@ async def test_websocket_handshake_log_line_has_no_query_string(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> None:
     member = await signup(http)
+    # Raw socket: a query string on /ws, which townsquare.client never sends.
     async with connect(
         f"{server.ws_url}/ws?token={member.token}", additional_headers=member.headers
     ) as ws:

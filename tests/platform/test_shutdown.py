@@ -6,14 +6,16 @@ from collections.abc import Callable
 
 import pytest
 import uvicorn
-import websockets
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from uvicorn_worker import UvicornWorker
+from websockets.exceptions import ConnectionClosed
 
 from tests.platform.conftest import CapturedLogs
 from tests.support.server import free_port
+from townsquare.client import Connection
 from townsquare.platform.server import DrainingServer, Worker, app_drain
 from townsquare.platform.shutdown import Drain, ShutdownBudget
+from townsquare.rooms.protocol import ByeFrame
 
 
 async def test_drain_runs_every_callback_concurrently() -> None:
@@ -156,16 +158,15 @@ async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> No
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
                 await asyncio.sleep(0.02)
-            async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
-                server.should_exit = True
-                frame = await ws.recv()
-                with pytest.raises(websockets.ConnectionClosed) as closed:
-                    await ws.recv()
+            connection = await Connection.connect(f"http://127.0.0.1:{port}")
+            server.should_exit = True
+            frame = await connection.recv()
+            with pytest.raises(ConnectionClosed):
+                await connection.recv()
             await serving
     finally:
         server.should_exit = True
         if not serving.done():
             serving.cancel()
-    assert frame == '{"type":"bye","reason":"server restart"}'
-    assert closed.value.rcvd is not None
-    assert closed.value.rcvd.code == 1012
+    assert frame == ByeFrame(reason="server restart")
+    assert connection.close_code == 1012

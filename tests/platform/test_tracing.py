@@ -16,11 +16,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.conftest import make_settings
 from tests.platform.conftest import CapturedLogs
-from tests.rooms.wsclient import Client, make_room, signup
+from tests.rooms.wsclient import connect, make_room, signup
 from tests.support import databases
 from tests.support.brokers import eventually, random_prefix, require_shared_redis
 from tests.support.inprocess import serve_in_process
 from tests.support.server import ServerProcess
+from townsquare.client import Api
 from townsquare.main import create_app
 from townsquare.platform import tracing
 from townsquare.platform.database import Database
@@ -115,11 +116,9 @@ async def test_http_request_makes_one_trace_with_its_sql_and_redis_spans_and_log
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         member = await signup(http, "Traced")
         room = await make_room(http, member)
+    async with Api(server.base_url, token=member.token) as api:
         exporter.clear()
-        posted = await http.post(
-            f"/rooms/{room}/messages", json={"body": "hello"}, headers=member.headers
-        )
-        assert posted.status_code == 201
+        await api.post_message(room, "hello")
 
     name = "POST /rooms/{name}/messages"
     assert await eventually(lambda: _trace_rooted_at(exporter, name) is not None, 10)
@@ -142,13 +141,13 @@ async def test_chat_message_makes_one_trace_with_its_sql_and_redis_spans(
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
         member = await signup(http, "Chatty")
         room = await make_room(http, member)
-    client = await Client.open(server, member)
+    client = await connect(server, member)
     try:
         await client.join(room)
         exporter.clear()
-        await client.send(type="send", room=room, body="hi there", client_id="c-1")
+        await client.say(room, "hi there", client_id="c-1")
         [message] = await client.messages(room, 1)
-        assert message["body"] == "hi there"
+        assert message.body == "hi there"
     finally:
         await client.close()
 

@@ -13,12 +13,13 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from tests.conftest import make_settings
-from tests.rooms.wsclient import Client, make_room, signup
+from tests.rooms.wsclient import connect, make_room, signup
 from tests.support import databases
 from tests.support.inprocess import serve_in_process
 from tests.support.server import ServerProcess
 from townsquare.main import create_app
 from townsquare.platform.database import Database
+from townsquare.rooms.protocol import AuthFrame, ByeFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -52,11 +53,10 @@ async def test_idle_sockets_hold_no_pooled_connection(
         # Four times as many sockets as the pool has connections, each welcomed and
         # in a room: none of them keeps one.
         for member in members:
-            client = await Client.open(server, member)
+            client = await connect(server, member)
             stack.push_async_callback(client.close)
             await client.join(room)
-            await client.send(type="ping")
-            await client.expect("pong")
+            await client.ping()
         assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -72,11 +72,11 @@ async def test_handshake_while_pool_stays_busy_is_closed_with_1013_then_served(
         for _ in range(POOL):
             connection = await stack.enter_async_context(database.engine.connect())
             await connection.execute(text("SELECT 1"))
-        client = await Client.open(server)
-        await client.ws.send(f'{{"type": "auth", "token": "{member.token}"}}')
+        client = await connect(server)
+        await client.send(AuthFrame(type="auth", token=member.token))
         code, frames = await client.closed()
     assert code == 1013
-    assert frames == [{"type": "bye", "reason": "server busy, retry shortly"}]
+    assert frames == [ByeFrame(reason="server busy, retry shortly")]
     # The pool is free again: the same client retries and is served.
-    again = await Client.open(server, member)
+    again = await connect(server, member)
     await again.close()

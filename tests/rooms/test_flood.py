@@ -19,12 +19,12 @@ from typing import TypeVar
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import TEST_SECRET
-from tests.rooms.wsclient import Client, make_room, signup
+from tests.rooms.wsclient import connect, make_room, signup
 from tests.support.server import ServerProcess, run_server
+from townsquare.client import Api, Connection, Rejected
 
 pytestmark = pytest.mark.e2e
 
@@ -78,16 +78,15 @@ async def _bounded(count: int, make: Callable[[], Awaitable[T]], at_once: int = 
     return await asyncio.gather(*(one() for _ in range(count)))
 
 
-async def _outcome(ws: ClientConnection, wait: float) -> str:
+async def _outcome(connection: Connection, wait: float) -> str:
     """`welcome` when the socket was let in, else `close <code>`."""
     try:
-        async with asyncio.timeout(wait):
-            async for raw in ws:
-                if '"welcome"' in str(raw):
-                    return "welcome"
-    except ConnectionClosed:
-        pass
-    return f"close {ws.close_code}"
+        await connection.wait_welcome(wait)
+    except Rejected as refused:
+        return f"close {refused.code}"
+    except TimeoutError:
+        return "close None"
+    return "welcome"
 
 
 def _rss_mib(server: ServerProcess) -> float:
@@ -112,22 +111,17 @@ async def test_one_client_cannot_take_the_http_side_down(server: ServerProcess) 
         silent_connections = await _bounded(EACH, silent)
 
         # 2. WebSockets that never authenticate (no header, no `auth` frame).
-        async def anonymous() -> ClientConnection | int:
+        async def anonymous() -> Connection | int:
             try:
-                return await connect(f"{server.ws_url}/ws", open_timeout=30, close_timeout=1)
+                return await Connection.connect(server.base_url, open_timeout=30)
             except InvalidStatus as refused:
                 return refused.response.status_code
 
         anonymous_sockets = await _bounded(EACH, anonymous)
 
         # 3. WebSockets of the one user, all authenticated.
-        async def own() -> ClientConnection:
-            return await connect(
-                f"{server.ws_url}/ws",
-                additional_headers=flooder.headers,
-                open_timeout=30,
-                close_timeout=1,
-            )
+        async def own() -> Connection:
+            return await Connection.connect(server.base_url, token=flooder.token, open_timeout=30)
 
         own_sockets = await _bounded(EACH, own)
         opened_in = time.monotonic() - started
@@ -138,15 +132,13 @@ async def test_one_client_cannot_take_the_http_side_down(server: ServerProcess) 
         assert ready.status_code == 200, ready.text
         other = await signup(http, "Other")
         room = await make_room(http, other)
-        chatter = await Client.open(server, other)
+        chatter = await connect(server, other)
         await chatter.join(room)
-        await chatter.send(type="send", room=room, body="still chatting")
+        await chatter.say(room, "still chatting")
         [echo] = await chatter.messages(room, 1)
-        assert echo["body"] == "still chatting"
-        posted = await http.post(
-            f"/rooms/{room}/messages", json={"body": "over REST too"}, headers=other.headers
-        )
-        assert posted.status_code == 201
+        assert echo.body == "still chatting"
+        async with Api(server.base_url, token=other.token) as api:
+            await api.post_message(room, "over REST too")
         await chatter.close()
         rss_held = _rss_mib(server)
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as raw_connect
 
 from tests.platform.test_metrics import sample
-from tests.rooms.wsclient import Client, Frame, make_room, seqs, signup
+from tests.rooms.wsclient import Socket, connect, make_room, seqs, signup
 from tests.support.brokers import eventually
 from tests.support.server import ServerProcess
+from townsquare.client import Api
+from townsquare.rooms.protocol import MessageFrame, PongFrame, PresenceFrame, ServerFrame
 
 pytestmark = pytest.mark.e2e
 
@@ -27,22 +30,22 @@ async def test_two_clients_exchange_messages_in_seq_order(
 ) -> None:
     ann, bob = await signup(http, "Ann"), await signup(http, "Bob")
     room = await make_room(http, ann)
-    a, b = await Client.open(server, ann), await Client.open(server, bob)
+    a, b = await connect(server, ann), await connect(server, bob)
     joined = await a.join(room)
-    assert joined["seq"] == 0
-    assert [u["id"] for u in joined["online"]] == [ann.id]
+    assert joined.seq == 0
+    assert joined.online == [ann.public]
     await b.join(room)
-    await a.expect("presence", room=room, state="online", user={"id": bob.id, "name": "Bob"})
+    await a.expect(PresenceFrame, room=room, state="online", user=bob.public)
     for index in range(5):
-        await a.send(type="send", room=room, body=f"from ann {index}")
-        await b.send(type="send", room=room, body=f"from bob {index}", client_id=f"b{index}")
+        await a.say(room, f"from ann {index}")
+        await b.say(room, f"from bob {index}", client_id=f"b{index}")
     got_a, got_b = await a.messages(room, 10), await b.messages(room, 10)
     assert seqs(got_a) == seqs(got_b) == list(range(1, 11))
     assert got_a == got_b
-    assert {m["author"]["name"] for m in got_a} == {"Ann", "Bob"}
-    assert sorted(m["client_id"] for m in got_a if m["client_id"]) == [f"b{i}" for i in range(5)]
+    assert {m.author.name for m in got_a if m.author} == {"Ann", "Bob"}
+    assert sorted(m.client_id for m in got_a if m.client_id) == [f"b{i}" for i in range(5)]
     await b.close()
-    await a.expect("presence", room=room, state="offline")
+    await a.expect(PresenceFrame, room=room, state="offline", user=bob.public)
     await a.close()
 
 
@@ -51,12 +54,13 @@ async def test_messages_posted_over_rest_are_delivered_live(
 ) -> None:
     ann = await signup(http)
     room = await make_room(http, ann)
-    a = await Client.open(server, ann)
+    a = await connect(server, ann)
     await a.join(room)
-    posted = await http.post(f"/rooms/{room}/messages", json={"body": "hi"}, headers=ann.headers)
+    async with Api(server.base_url, token=ann.token) as api:
+        posted = await api.post_message(room, "hi")
     [live] = await a.messages(room, 1)
-    assert live["id"] == posted.json()["id"]
-    assert live["seq"] == 1
+    assert live.id == posted.id
+    assert live.seq == 1
     await a.close()
 
 
@@ -65,23 +69,21 @@ async def test_join_with_since_replays_missed_then_live(
 ) -> None:
     ann, cid = await signup(http, "Ann"), await signup(http, "Cid")
     room = await make_room(http, ann)
-    a = await Client.open(server, ann)
+    a = await connect(server, ann)
     await a.join(room)
     for index in range(20):
-        await a.send(type="send", room=room, body=f"m{index}")
+        await a.say(room, f"m{index}")
     await a.messages(room, 20)
-    c = await Client.open(server, cid)
+    c = await connect(server, cid)
     joined = await c.join(room, since=7)
-    assert joined["seq"] == 20
+    assert joined.seq == 20
     replayed = await c.messages(room, 13)
     assert seqs(replayed) == list(range(8, 21))
     for index in range(5):
-        await a.send(type="send", room=room, body=f"live{index}")
+        await a.say(room, f"live{index}")
     live = await c.messages(room, 5)
     assert seqs(live) == list(range(21, 26))
-    await c.send(type="ping")
-    pong = await c.recv()
-    assert pong == {"type": "pong"}  # nothing extra (no duplicate) came before it
+    assert await c.ping() == PongFrame()  # nothing extra (no duplicate) came before it
     await a.close()
     await c.close()
 
@@ -91,7 +93,7 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
 ) -> None:
     ann, bob, cid = await signup(http), await signup(http), await signup(http)
     room = await make_room(http, ann)
-    writers = [await Client.open(server, ann), await Client.open(server, bob)]
+    writers = [await connect(server, ann), await connect(server, bob)]
     for writer in writers:
         await writer.join(room)
     per_writer = 150
@@ -101,20 +103,20 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
     # writer has sent a given number of messages (so the room cannot be complete yet).
     midway = {30: asyncio.Event(), 80: asyncio.Event(), 130: asyncio.Event()}
 
-    async def write(client: Client, tag: str) -> None:
+    async def write(client: Socket, tag: str) -> None:
         for index in range(per_writer):
-            await client.send(type="send", room=room, body=f"{tag}{index}")
+            await client.say(room, f"{tag}{index}")
             if tag == "a" and index in midway:
                 midway[index].set()
                 await asyncio.sleep(0)
 
     async def join_midway(after: int) -> list[int]:
         await midway[after].wait()
-        history = await http.get(f"/rooms/{room}", headers=cid.headers)
-        since = history.json()["last_seq"]
-        joiner = await Client.open(server, cid)
+        async with Api(server.base_url, token=cid.token) as api:
+            since = (await api.room(room)).last_seq
+        joiner = await connect(server, cid)
         await joiner.join(room, since=since)
-        frames = await joiner.messages_until(room, total, wait=30)
+        frames = await joiner.messages_until(room, total, within=30)
         await joiner.close()
         assert seqs(frames) == list(range(since + 1, total + 1)), since
         return seqs(frames)
@@ -128,7 +130,7 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
     )
     assert all(results[2:])
     for writer in writers:
-        frames = await writer.messages_until(room, total, wait=30)
+        frames = await writer.messages_until(room, total, within=30)
         assert seqs(frames) == list(range(1, total + 1))
         await writer.close()
 
@@ -138,15 +140,15 @@ async def test_send_with_same_client_id_is_stored_once(
 ) -> None:
     ann = await signup(http)
     room = await make_room(http, ann)
-    a = await Client.open(server, ann)
+    a = await connect(server, ann)
     await a.join(room)
     for _ in range(3):
-        await a.send(type="send", room=room, body="once", client_id="same-1")
-    await a.send(type="send", room=room, body="after", client_id="other")
+        await a.say(room, "once", client_id="same-1")
+    await a.say(room, "after", client_id="other")
     frames = await a.messages(room, 2)
-    assert [(m["seq"], m["client_id"]) for m in frames] == [(1, "same-1"), (2, "other")]
-    history = await http.get(f"/rooms/{room}/messages", headers=ann.headers)
-    assert len(history.json()) == 2
+    assert [(m.seq, m.client_id) for m in frames] == [(1, "same-1"), (2, "other")]
+    async with Api(server.base_url, token=ann.token) as api:
+        assert len(await api.history(room)) == 2
     await a.close()
 
 
@@ -155,34 +157,43 @@ async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(
 ) -> None:
     owner, slow_user, watcher = await signup(http), await signup(http, "Slow"), await signup(http)
     room = await make_room(http, owner)
-    sender = await Client.open(server, owner)
+    sender = await connect(server, owner)
     await sender.join(room)
-    observer = await Client.open(server, watcher)
+    observer = await connect(server, watcher)
     await observer.join(room)
     # A client that stops reading: a tiny socket buffer and a one-frame library queue.
+    # Raw socket: the client library offers neither (it is built to keep reading).
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])))
-    slow = await Client.open(server, slow_user, sock=sock, max_queue=1)
+    slow = Socket(
+        await raw_connect(
+            f"{server.ws_url}/ws",
+            additional_headers=slow_user.headers,
+            sock=sock,
+            max_queue=1,
+            close_timeout=2,
+        )
+    )
+    await slow.wait_welcome(10)
     await slow.join(room)
-    slow_public = {"id": slow_user.id, "name": "Slow"}
-    await observer.expect("presence", state="online", user=slow_public)
+    await observer.expect(PresenceFrame, state="online", user=slow_user.public)
 
     # Everyone else keeps reading, in the background.
-    received: dict[Client, list[Frame]] = {sender: [], observer: []}
+    received: dict[Socket, list[ServerFrame]] = {sender: [], observer: []}
     last_seq = dict.fromkeys(received, 0)
     progress = asyncio.Event()
     slow_gone = asyncio.Event()
+    offline = PresenceFrame(room=room, user=slow_user.public, state="offline")
 
-    async def read(client: Client) -> None:
+    async def read(client: Socket) -> None:
         while True:
-            frame = await client.recv(wait=60)
+            frame = await client.recv(within=60)
             received[client].append(frame)
-            if frame["type"] == "message":
-                last_seq[client] = frame["seq"]
+            if isinstance(frame, MessageFrame):
+                last_seq[client] = frame.seq
                 progress.set()
-            offline = {**frame, "user": slow_public, "state": "offline"}
-            if frame["type"] == "presence" and frame == offline:
+            if frame == offline:
                 slow_gone.set()
                 progress.set()
 
@@ -195,7 +206,7 @@ async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(
     # only the client that does not read can fall behind, however loaded the machine.
     while not slow_gone.is_set() and sent < 3000:
         sent += 1
-        await sender.send(type="send", room=room, body=body)
+        await sender.say(room, body)
         async with asyncio.timeout(20):
             while min(last_seq.values()) < sent and not slow_gone.is_set():
                 progress.clear()
@@ -213,9 +224,9 @@ async def test_slow_consumer_is_closed_with_1013_while_others_keep_receiving(
         reader.cancel()  # safe: websockets keeps a frame whose recv() was cancelled
     await asyncio.gather(*readers, return_exceptions=True)
     for client, frames in received.items():
-        have = [f for f in frames if f["type"] == "message"]
-        if not have or have[-1]["seq"] < sent:
-            have += await client.messages_until(room, sent, wait=30)
+        have = [f for f in frames if isinstance(f, MessageFrame)]
+        if not have or have[-1].seq < sent:
+            have += await client.messages_until(room, sent, within=30)
         assert seqs(have) == list(range(1, sent + 1))
         await client.close()
 
@@ -233,11 +244,10 @@ async def test_metrics_count_open_websockets_and_frames(
     sent_before = sample(before, "townsquare_websocket_messages_sent_total") or 0
     ann = await signup(http)
     room = await make_room(http, ann)
-    client = await Client.open(server, ann)  # welcome
+    client = await connect(server, ann)  # welcome
     await client.join(room)  # join -> joined
     for _ in range(2):
-        await client.send(type="ping")
-        assert (await client.recv())["type"] == "pong"
+        await client.ping()
 
     async def counted(open_: float, received: float, sent: float) -> bool:
         text = await metrics()

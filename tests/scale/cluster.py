@@ -1,28 +1,40 @@
 """Several real `townsquare serve` processes sharing PostgreSQL and Redis, and a
-WebSocket member that records every frame it receives in the background."""
+member's socket (`townsquare.client.Connection`) that records every frame it
+receives in the background."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TEST_SECRET
-from tests.rooms.wsclient import Frame, Member, make_room
+from tests.rooms.wsclient import Member, history, make_room, signup
 from tests.support.server import ServerProcess, free_port, wait_until_healthy
+from townsquare.client import Api, ApiError, Connection
+from townsquare.rooms.protocol import (
+    JoinedFrame,
+    JoinFrame,
+    MessageFrame,
+    PingFrame,
+    PresenceFrame,
+    SendFrame,
+    ServerFrame,
+    WelcomeFrame,
+)
+
+F = TypeVar("F", bound=BaseModel)
 
 WAIT = 20.0  # seconds: a bound against hangs, never a measurement
 
@@ -87,106 +99,124 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-async def signup_many(http: httpx.AsyncClient, count: int, name: str) -> list[Member]:
-    from tests.rooms.wsclient import signup
+async def signup_many(
+    http: httpx.AsyncClient, count: int, name: str, *, at_once: int = 20
+) -> list[Member]:
+    """`count` accounts, `at_once` sign-ups at a time: each has its own HTTP client,
+    and hundreds at once would wait past the server's database pool timeout (503)."""
+    gate = asyncio.Semaphore(at_once)
 
-    return list(await asyncio.gather(*(signup(http, f"{name}{i}") for i in range(count))))
+    async def one(index: int) -> Member:
+        async with gate:
+            return await signup(http, f"{name}{index}")
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
 @dataclass
 class Listener:
-    """A member's WebSocket whose frames are read into `frames` by a background task,
-    so a test can send, poll and assert while messages keep arriving."""
+    """A member's socket (`townsquare.client.Connection`) whose frames a background
+    task reads into `frames`, so a test can send, wait and assert while messages keep
+    arriving. Every wait wakes on the next frame, not on a timer."""
 
     member: Member
     server: ServerProcess
-    ws: ClientConnection
-    welcome: Frame
-    frames: list[Frame] = field(default_factory=list)
+    connection: Connection
+    frames: list[ServerFrame] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     pinger: asyncio.Task[None] | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def open(
         cls, server: ServerProcess, member: Member, *, keepalive: float | None = None
     ) -> Listener:
-        """`keepalive`: send `ping` this often (servers with a short heartbeat timeout)."""
-        ws = await connect(
-            f"{server.ws_url}/ws",
-            additional_headers=member.headers,
-            open_timeout=10,
-            close_timeout=2,
-            max_queue=None,
-        )
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert welcome["type"] == "welcome", welcome
-        listener = cls(member, server, ws, welcome)
+        """Signed in (`welcome` received). `keepalive`: send `ping` this often (servers
+        with a short heartbeat timeout)."""
+        connection = await Connection.open(server.base_url, member.token)
+        listener = cls(member, server, connection)
         listener.task = asyncio.create_task(listener._read())
         if keepalive is not None:
             listener.pinger = asyncio.create_task(listener._ping(keepalive))
         return listener
 
+    @property
+    def welcome(self) -> WelcomeFrame:
+        assert self.connection.welcome is not None
+        return self.connection.welcome
+
     async def _ping(self, every: float) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await asyncio.sleep(every)
-                await self.ws.send('{"type":"ping"}')
+                await self.connection.send(PingFrame(type="ping"))
 
     async def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for raw in self.ws:
-                self.frames.append(json.loads(raw))
+        # A frame the protocol's models cannot read ends the reader (and so fails the
+        # test's next wait), as a closed socket does.
+        try:
+            while True:
+                self.frames.append(await self.connection.recv())
+                self._arrived.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._arrived.set()
 
-    async def send(self, **frame: Any) -> None:
-        await self.ws.send(json.dumps(frame))
+    async def send(self, frame: BaseModel) -> None:
+        await self.connection.send(frame)
 
-    def of(self, kind: str, **match: Any) -> list[Frame]:
+    async def say(self, room: str, body: str, *, client_id: str | None = None) -> None:
+        await self.send(SendFrame(type="send", room=room, body=body, client_id=client_id))
+
+    def of(self, kind: type[F], **match: Any) -> list[F]:
         return [
             f
             for f in self.frames
-            if f["type"] == kind and all(f.get(k) == v for k, v in match.items())
+            if isinstance(f, kind) and all(getattr(f, k) == v for k, v in match.items())
         ]
 
-    def messages(self, room: str) -> list[Frame]:
-        return self.of("message", room=room)
+    def messages(self, room: str) -> list[MessageFrame]:
+        return self.of(MessageFrame, room=room)
 
     def seqs(self, room: str) -> list[int]:
-        return [int(f["seq"]) for f in self.messages(room)]
+        return [f.seq for f in self.messages(room)]
 
     def last_seq(self, room: str) -> int:
         seqs = self.seqs(room)
         return seqs[-1] if seqs else 0
 
-    async def wait_for(self, kind: str, within: float = WAIT, **match: Any) -> Frame:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            found = self.of(kind, **match)
-            if found:
-                return found[-1]
-            if self.is_closed:
-                break
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {kind} {match} for {self.member.name}: {self.frames[-5:]}")
+    async def until(self, check: Callable[[], bool], within: float = WAIT) -> bool:
+        """Whether `check()` holds within `within` seconds, tested again on each frame
+        that arrives; False at once if the socket closes first."""
+        try:
+            async with asyncio.timeout(within):
+                while not check():
+                    if self.is_closed:
+                        return False
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            return False
+        return True
 
-    async def join(self, room: str, since: int | None = None) -> Frame:
-        before = len(self.of("joined", room=room))
-        frame: dict[str, Any] = {"type": "join", "room": room}
-        if since is not None:
-            frame["since"] = since
-        await self.ws.send(json.dumps(frame))
-        deadline = time.monotonic() + WAIT
-        while len(self.of("joined", room=room)) == before:
-            assert time.monotonic() < deadline, f"no joined for {self.member.name}"
-            await asyncio.sleep(0.02)
-        return self.of("joined", room=room)[-1]
+    async def wait_for(self, kind: type[F], within: float = WAIT, **match: Any) -> F:
+        """The latest frame of `kind` with the given fields, once there is one."""
+        if await self.until(lambda: bool(self.of(kind, **match)), within):
+            return self.of(kind, **match)[-1]
+        raise AssertionError(
+            f"no {kind.__name__} {match} for {self.member.name}: {self.frames[-5:]}"
+        )
+
+    async def join(self, room: str, since: int | None = None) -> JoinedFrame:
+        before = len(self.of(JoinedFrame, room=room))
+        await self.send(JoinFrame(type="join", room=room, since=since))
+        joined = await self.until(lambda: len(self.of(JoinedFrame, room=room)) > before)
+        assert joined, f"no joined for {self.member.name}"
+        return self.of(JoinedFrame, room=room)[-1]
 
     async def has_seq(self, room: str, seq: int, within: float = WAIT) -> bool:
-        deadline = time.monotonic() + within
-        while self.last_seq(room) < seq:
-            if time.monotonic() > deadline or self.is_closed:
-                return False
-            await asyncio.sleep(0.02)
-        return True
+        return await self.until(lambda: self.last_seq(room) >= seq, within)
 
     @property
     def is_closed(self) -> bool:
@@ -194,7 +224,7 @@ class Listener:
 
     @property
     def close_code(self) -> int | None:
-        return self.ws.close_code
+        return self.connection.close_code
 
     async def close(self) -> None:
         if self.pinger is not None:
@@ -202,7 +232,7 @@ class Listener:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.pinger
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 3)
+            await asyncio.wait_for(self.connection.close(), 3)
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -213,23 +243,8 @@ async def close_all(listeners: list[Listener]) -> None:
     await asyncio.gather(*(listener.close() for listener in listeners))
 
 
-async def history(http: httpx.AsyncClient, room: str, member: Member) -> list[Frame]:
-    """Every stored message of `room`, oldest first, paged through the REST API."""
-    found: list[Frame] = []
-    while True:
-        page = await http.get(
-            f"/rooms/{room}/messages",
-            params={"after_seq": found[-1]["seq"] if found else 0, "limit": 200},
-            headers=member.headers,
-        )
-        assert page.status_code == 200, page.text
-        found.extend(page.json())
-        if len(page.json()) < 200:
-            return found
-
-
-def online_ids(joined: Frame) -> set[int]:
-    return {int(user["id"]) for user in joined["online"]}
+def online_ids(joined: JoinedFrame) -> set[int]:
+    return {user.id for user in joined.online}
 
 
 @dataclass
@@ -240,7 +255,7 @@ class Traffic:
     room: str
     targets: list[tuple[httpx.AsyncClient, Member]]
     stored: list[tuple[int, int]] = field(default_factory=list)  # (seq, target index)
-    failures: list[str] = field(default_factory=list)  # answered, but not 201
+    failures: list[str] = field(default_factory=list)  # answered, but with an error
     unreachable: list[str] = field(default_factory=list)  # no answer at all
     skip: set[int] = field(default_factory=set)  # target indexes to stop posting to
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -250,29 +265,31 @@ class Traffic:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        number = 0
-        while not self._stop.is_set():
-            index = number % len(self.targets)
-            if index in self.skip:
-                number += 1
-                continue
-            http, member = self.targets[index]
-            try:
-                response = await http.post(
-                    f"/rooms/{self.room}/messages",
-                    json={"body": f"traffic-{number}"},
-                    headers=member.headers,
+        async with contextlib.AsyncExitStack() as stack:
+            apis = [
+                await stack.enter_async_context(
+                    Api(str(http.base_url), token=member.token, timeout=WAIT)
                 )
-            except httpx.TransportError as exc:
-                self.unreachable.append(f"{index}: {exc!r}")
+                for http, member in self.targets
+            ]
+            number = 0
+            while not self._stop.is_set():
+                index = number % len(apis)
+                if index in self.skip:
+                    number += 1
+                    continue
+                try:
+                    message = await apis[index].post_message(self.room, f"traffic-{number}")
+                except httpx.TransportError as exc:
+                    self.unreachable.append(f"{index}: {exc!r}")
+                    await asyncio.sleep(0.01)
+                    continue
+                except ApiError as exc:
+                    self.failures.append(str(exc))
+                else:
+                    self.stored.append((message.seq, index))
+                number += 1
                 await asyncio.sleep(0.01)
-                continue
-            if response.status_code == 201:
-                self.stored.append((response.json()["seq"], index))
-            else:
-                self.failures.append(f"{response.status_code} {response.text}")
-            number += 1
-            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -292,7 +309,7 @@ async def _send_over_ws(listener: Listener, room: str, tag: str) -> list[str]:
     bodies = []
     for i in range(MESSAGES_PER_SENDER):
         body = f"{tag}-{i}"
-        await listener.send(type="send", room=room, body=body, client_id=body)
+        await listener.say(room, body, client_id=body)
         bodies.append(body)
         if i % 10 == 9:
             await asyncio.sleep(0)  # let the other senders interleave
@@ -303,13 +320,11 @@ async def _send_over_rest(
     http: httpx.AsyncClient, member: Member, room: str, tag: str
 ) -> list[str]:
     bodies = []
-    for i in range(MESSAGES_PER_SENDER):
-        body = f"{tag}-{i}"
-        response = await http.post(
-            f"/rooms/{room}/messages", json={"body": body}, headers=member.headers
-        )
-        assert response.status_code == 201, response.text
-        bodies.append(body)
+    async with Api(str(http.base_url), token=member.token, timeout=WAIT) as api:
+        for i in range(MESSAGES_PER_SENDER):
+            body = f"{tag}-{i}"
+            await api.post_message(room, body)
+            bodies.append(body)
     return bodies
 
 
@@ -339,9 +354,7 @@ async def check_exactly_once(
         assert online_ids(joined_b[-1]) == {m.id for m in members}
         for listener in on_a:
             for member in members[3:]:
-                await listener.wait_for(
-                    "presence", user={"id": member.id, "name": member.name}, state="online"
-                )
+                await listener.wait_for(PresenceFrame, user=member.public, state="online")
 
         sends = []
         for side, http, local in (("A", http_a, on_a), ("B", http_b, on_b)):
@@ -357,23 +370,21 @@ async def check_exactly_once(
 
         # A last message after all the others: anything doubled or late would be in
         # front of it.
-        last = await http_b.post(
-            f"/rooms/{room}/messages", json={"body": "the end"}, headers=members[5].headers
-        )
-        assert last.status_code == 201, last.text
+        async with Api(str(http_b.base_url), token=members[5].token) as api:
+            last = await api.post_message(room, "the end")
         total += 1
-        assert last.json()["seq"] == total
+        assert last.seq == total
         for listener in listeners:
             assert await listener.has_seq(room, total, within=30), (
                 f"{listener.member.name} stopped at {listener.last_seq(room)} of {total}"
             )
 
         stored = await history(http_a, room, members[0])
-        assert [m["seq"] for m in stored] == list(range(1, total + 1))
-        assert {m["body"] for m in stored} == {*sent, "the end"}
-        expected = [(m["seq"], m["body"], m["author"]["id"]) for m in stored]
+        assert [m.seq for m in stored] == list(range(1, total + 1))
+        assert {m.body for m in stored} == {*sent, "the end"}
+        expected = [(m.seq, m.body, m.author) for m in stored]
         for listener in listeners:
-            got = [(m["seq"], m["body"], m["author"]["id"]) for m in listener.messages(room)]
+            got = [(m.seq, m.body, m.author) for m in listener.messages(room)]
             assert got == expected, f"{listener.member.name} on {listener.server.base_url}"
     finally:
         await close_all(listeners)

@@ -13,7 +13,9 @@ from sqlalchemy import text
 from tests.rooms.wsclient import Member, make_room, signup
 from tests.scale.cluster import Listener, close_all
 from tests.support.server import ServerProcess
+from townsquare.client import Api
 from townsquare.platform.database import create_database
+from townsquare.rooms.protocol import ErrorFrame, JoinFrame, LeftFrame, SendFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -33,8 +35,8 @@ async def _make_admin(database_url: str, member: Member) -> None:
 
 
 async def _left_in_time(listener: Listener, room: str, reason: str, since: float) -> None:
-    left = await listener.wait_for("left", room=room)
-    assert left["reason"] == reason
+    left = await listener.wait_for(LeftFrame, room=room)
+    assert left.reason == reason
     assert time.monotonic() - since < LEFT_WITHIN
 
 
@@ -44,17 +46,15 @@ async def _nothing_more_of(
     """A message in `room` then one in `lobby`: the listener gets the lobby one (the
     signal that both went out) and nothing of `room` after its `left`."""
     before = len(listener.messages(room))
-    await http.post(f"/rooms/{room}/messages", json={"body": "secret"}, headers=owner.headers)
-    marker = await http.post(
-        f"/rooms/{lobby}/messages", json={"body": "marker"}, headers=owner.headers
-    )
-    assert marker.status_code == 201, marker.text
-    assert await listener.has_seq(lobby, marker.json()["seq"])
+    async with Api(str(http.base_url), token=owner.token) as api:
+        await api.post_message(room, "secret")
+        marker = await api.post_message(lobby, "marker")
+    assert await listener.has_seq(lobby, marker.seq)
     assert len(listener.messages(room)) == before
     # And it cannot send into the room it was taken out of.
-    await listener.send(type="send", room=room, body="still here?", ref="late")
-    error = await listener.wait_for("error", ref="late")
-    assert error["code"] == "not_joined"
+    await listener.send(SendFrame(type="send", room=room, body="still here?", ref="late"))
+    error = await listener.wait_for(ErrorFrame, ref="late")
+    assert error.code == "not_joined"
 
 
 async def test_member_removed_on_one_instance_leaves_at_once_on_the_other(
@@ -108,10 +108,10 @@ async def test_admin_demoted_on_one_instance_leaves_private_rooms_on_the_other(
         await _left_in_time(listener, room, "access_revoked", time.monotonic())
         await _nothing_more_of(listener, room, http_a, owner, lobby)
         # The public room is untouched, and a new join of the private one is refused.
-        assert not listener.of("left", room=lobby)
-        await listener.send(type="join", room=room, ref="again")
-        error = await listener.wait_for("error", ref="again")
-        assert error["code"] == "room_not_found"
+        assert not listener.of(LeftFrame, room=lobby)
+        await listener.send(JoinFrame(type="join", room=room, ref="again"))
+        error = await listener.wait_for(ErrorFrame, ref="again")
+        assert error.code == "room_not_found"
     finally:
         await close_all([listener])
 
@@ -137,7 +137,7 @@ async def test_room_made_private_or_deleted_takes_everyone_out_on_every_instance
         assert made_private.json()["private"] is True
         await _left_in_time(guest_socket, room, "access_revoked", time.monotonic())
         await _nothing_more_of(guest_socket, room, http_a, owner, lobby)
-        assert not owner_socket.of("left")  # the owner is a member: stays
+        assert not owner_socket.of(LeftFrame)  # the owner is a member: stays
         deleted = await http_a.delete(f"/rooms/{room}", headers=owner.headers)
         assert deleted.status_code == 204, deleted.text
         await _left_in_time(owner_socket, room, "room_deleted", time.monotonic())

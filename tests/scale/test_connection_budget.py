@@ -5,13 +5,11 @@ none fails otherwise, and the server logs no unhandled error."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.rooms.wsclient import Member, signup
@@ -19,6 +17,8 @@ from tests.scale.cluster import BASE_ENV, WAIT
 from tests.support.brokers import random_prefix
 from tests.support.gunicorn import run_gunicorn
 from tests.support.server import ServerProcess
+from townsquare.client import Connection
+from townsquare.rooms.protocol import WelcomeFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -46,17 +46,17 @@ def gunicorn(
 
 async def _handshake(server: ServerProcess, member: Member) -> str:
     try:
-        async with connect(
-            f"{server.ws_url}/ws",
-            additional_headers=member.headers,
-            open_timeout=WAIT,
-            close_timeout=2,
-        ) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
-            if first["type"] == "welcome":
+        connection = await Connection.connect(
+            server.base_url, token=member.token, open_timeout=WAIT
+        )
+        try:
+            first = await connection.recv(WAIT)
+            if isinstance(first, WelcomeFrame):
                 return "served"
-            await asyncio.wait_for(ws.recv(), WAIT)  # the close
-            return f"unexpected frame {first}"
+            await connection.recv(WAIT)  # the close
+            return f"unexpected frame {first!r}"
+        finally:
+            await connection.close()
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd is not None else None
         return "closed 1013" if code == 1013 else f"closed {code}"

@@ -16,6 +16,7 @@ from tests.support.brokers import eventually, random_prefix
 from tests.support.server import ServerProcess
 from tests.support.smtp import MailServer, token_in
 from tests.support.worker import worker
+from townsquare.rooms.protocol import PingFrame, PongFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -142,8 +143,8 @@ async def test_deleting_one_session_closes_its_socket_on_the_other_instance_only
                 assert (await http.get("/me", headers=laptop_member.headers)).status_code == 401
                 assert (await http.get("/me", headers=phone_member.headers)).status_code == 200
             # The phone's socket is untouched: it still answers.
-            await on_b.send(type="ping")
-            await on_b.wait_for("pong")
+            await on_b.send(PingFrame(type="ping"))
+            await on_b.wait_for(PongFrame)
             assert not on_b.is_closed
         finally:
             await close_all([on_a, on_b])

@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_SECRET
-from tests.rooms.wsclient import Member, make_room
-from tests.scale.cluster import BASE_ENV, WAIT, Listener, close_all, history, signup_many
+from tests.rooms.wsclient import Member, history, make_room
+from tests.scale.cluster import BASE_ENV, WAIT, Listener, close_all, signup_many
 from tests.support.brokers import random_prefix
 from tests.support.gunicorn import run_gunicorn
 from tests.support.server import ServerProcess
+from townsquare.client import Api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -73,7 +74,7 @@ async def _open_on_both_workers(
 async def _send_over_ws(listener: Listener, room: str) -> list[str]:
     bodies = [f"ws-{listener.member.id}-{i}" for i in range(WS_MESSAGES_PER_LISTENER)]
     for body in bodies:
-        await listener.send(type="send", room=room, body=body, client_id=body)
+        await listener.say(room, body, client_id=body)
         await asyncio.sleep(0)
     return bodies
 
@@ -81,10 +82,11 @@ async def _send_over_ws(listener: Listener, room: str) -> list[str]:
 async def _send_over_rest(http: httpx.AsyncClient, member: Member, room: str) -> list[str]:
     bodies = [f"rest-{member.id}-{i}" for i in range(REST_MESSAGES)]
     for body in bodies:
+        # httpx rather than townsquare.client.Api: a new connection each time (a
+        # header Api does not send), so both workers take some.
         response = await http.post(
             f"/rooms/{room}/messages",
             json={"body": body},
-            # A new connection each time, so both workers take some.
             headers={**member.headers, "Connection": "close"},
         )
         assert response.status_code == 201, response.text
@@ -108,11 +110,8 @@ async def test_senders_on_two_gunicorn_workers_reach_every_member_once_in_seq_or
             sends = [_send_over_ws(listener, room) for listener in listeners]
             sends += [_send_over_rest(http, x.member, room) for x in listeners[:REST_SENDERS]]
             sent = [body for bodies in await asyncio.gather(*sends) for body in bodies]
-            last = await http.post(
-                f"/rooms/{room}/messages", json={"body": "the end"}, headers=owner.headers
-            )
-            assert last.status_code == 201, last.text
-            total = last.json()["seq"]
+            async with Api(gunicorn.base_url, token=owner.token) as api:
+                total = (await api.post_message(room, "the end")).seq
             assert total == len(sent) + 1
 
             for listener in listeners:
@@ -120,11 +119,11 @@ async def test_senders_on_two_gunicorn_workers_reach_every_member_once_in_seq_or
                     f"{listener.member.name} stopped at {listener.last_seq(room)} of {total}"
                 )
             stored = await history(http, room, owner)
-            assert [m["seq"] for m in stored] == list(range(1, total + 1))
-            assert {m["body"] for m in stored} == {*sent, "the end"}
-            expected = [(m["seq"], m["body"]) for m in stored]
+            assert [m.seq for m in stored] == list(range(1, total + 1))
+            assert {m.body for m in stored} == {*sent, "the end"}
+            expected = [(m.seq, m.body) for m in stored]
             for listener in listeners:
-                got = [(m["seq"], m["body"]) for m in listener.messages(room)]
+                got = [(m.seq, m.body) for m in listener.messages(room)]
                 assert got == expected, listener.member.name
         finally:
             await close_all(listeners)

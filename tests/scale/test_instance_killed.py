@@ -9,13 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.rooms.wsclient import make_room
+from tests.rooms.wsclient import history, make_room
 from tests.scale.cluster import (
     WAIT,
     Listener,
     Traffic,
     close_all,
-    history,
     online_ids,
     run_instances,
     signup_many,
@@ -101,13 +100,13 @@ async def test_instance_killed_moves_its_members_gap_free_and_drops_its_users_fr
 
                 stored = await history(http_b, room, stayer)
                 total = len(stored)
-                assert [m["seq"] for m in stored] == list(range(1, total + 1))
-                bodies = [m["body"] for m in stored]
+                assert [m.seq for m in stored] == list(range(1, total + 1))
+                bodies = [m.body for m in stored]
                 for old, new in resumed:
                     assert await new.has_seq(room, total)
                     got = old.messages(room) + new.messages(room)
-                    assert [m["seq"] for m in got] == list(range(1, total + 1)), old.member.name
-                    assert [m["body"] for m in got] == bodies
+                    assert [m.seq for m in got] == list(range(1, total + 1)), old.member.name
+                    assert [m.body for m in got] == bodies
                 # The member on B went on undisturbed.
                 assert await on_b.has_seq(room, total)
                 assert on_b.seqs(room) == list(range(1, total + 1))

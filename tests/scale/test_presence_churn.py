@@ -5,7 +5,6 @@ small Redis pool: the member watching from another instance gets each one's
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from tests.rooms.wsclient import make_room
 from tests.scale.cluster import WAIT, Listener, close_all, online_ids, run_instances, signup_many
 from tests.support.brokers import random_prefix
+from townsquare.rooms.protocol import PresenceFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -48,24 +48,18 @@ async def test_200_sockets_leaving_at_once_each_produce_their_offline_event(
 
             def seen(state: str) -> Counter[int]:
                 return Counter(
-                    int(f["user"]["id"])
-                    for f in watcher.of("presence", room=room, state=state)
-                    if int(f["user"]["id"]) in ids
+                    f.user.id
+                    for f in watcher.of(PresenceFrame, room=room, state=state)
+                    if f.user.id in ids
                 )
 
-            deadline = time.monotonic() + WAIT
-            while set(seen("online")) != ids:
-                assert time.monotonic() < deadline, f"{len(seen('online'))} online of {LEAVERS}"
-                await asyncio.sleep(0.05)
+            everyone_online = await watcher.until(lambda: set(seen("online")) == ids)
+            assert everyone_online, f"{len(seen('online'))} online of {LEAVERS}"
 
             await close_all(leavers)  # all at once
 
-            deadline = time.monotonic() + WAIT
-            while set(seen("offline")) != ids:
-                assert time.monotonic() < deadline, (
-                    f"{len(seen('offline'))} offline events of {LEAVERS}"
-                )
-                await asyncio.sleep(0.05)
+            everyone_offline = await watcher.until(lambda: set(seen("offline")) == ids)
+            assert everyone_offline, f"{len(seen('offline'))} offline events of {LEAVERS}"
             # None twice among those that arrived.
             assert all(count == 1 for count in seen("offline").values())
 

@@ -15,6 +15,8 @@ import pytest
 from tests.rooms.wsclient import make_room
 from tests.scale.cluster import WAIT, Listener, close_all, signup_many
 from tests.support.server import ServerProcess
+from townsquare.rooms.protocol import PresenceFrame, TypingEventFrame, TypingFrame
+from townsquare.users.schemas import UserPublic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -30,18 +32,9 @@ async def http(instances: list[ServerProcess]) -> AsyncIterator[httpx.AsyncClien
 
 def _transitions(observer: Listener, room: str) -> dict[int, list[str]]:
     seen: dict[int, list[str]] = defaultdict(list)
-    for frame in observer.of("presence", room=room):
-        seen[frame["user"]["id"]].append(frame["state"])
+    for frame in observer.of(PresenceFrame, room=room):
+        seen[frame.user.id].append(frame.state)
     return seen
-
-
-async def _until(check: object, what: str) -> None:
-    assert callable(check)
-    for _ in range(int(WAIT / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_random_joins_and_leaves_on_two_instances_give_one_online_and_one_offline(
@@ -59,18 +52,17 @@ async def test_random_joins_and_leaves_on_two_instances_give_one_online_and_one_
         rng.shuffle(plan)
         sockets = list(await asyncio.gather(*(Listener.open(s, m) for m, s in plan)))
         await asyncio.gather(*(socket.join(room) for socket in sockets))
-        await _until(
-            lambda: len(_transitions(observer, room)) == USERS, "every user's online event"
-        )
+        every_online = await observer.until(lambda: len(_transitions(observer, room)) == USERS)
+        assert every_online, "timed out waiting for every user's online event"
         rng.shuffle(sockets)
         await asyncio.gather(*(socket.close() for socket in sockets))
-        await _until(
+        every_offline = await observer.until(
             lambda: (
                 sum(s == ["online", "offline"] for s in _transitions(observer, room).values())
                 == USERS
-            ),
-            "every user's offline event",
+            )
         )
+        assert every_offline, "timed out waiting for every user's offline event"
         # Nothing more is on its way: a frame published on each instance after the
         # leaves arrives, and still each user has exactly its two events.
         marker_a = await Listener.open(a, members[0])
@@ -78,8 +70,11 @@ async def test_random_joins_and_leaves_on_two_instances_give_one_online_and_one_
         sockets = [marker_a, marker_b]
         for marker in (marker_a, marker_b):
             await marker.join(room)
-            await marker.send(type="typing", room=room)
-        await _until(lambda: len(observer.of("typing", room=room)) == 2, "both markers")
+            await marker.send(TypingFrame(type="typing", room=room))
+        both_markers = await observer.until(
+            lambda: len(observer.of(TypingEventFrame, room=room)) == 2
+        )
+        assert both_markers, "timed out waiting for both markers"
         states = _transitions(observer, room)
         assert {uid: s[:2] for uid, s in states.items()} == {
             m.id: ["online", "offline"] for m in members
@@ -109,8 +104,8 @@ async def test_rename_keeps_one_presence_entry_with_the_new_name(
         await second.join(room)
         observer = await Listener.open(b, owner)
         joined = await observer.join(room)
-        mine = [user for user in joined["online"] if user["id"] == renamed.id]
-        assert mine == [{"id": renamed.id, "name": "New Name"}]
-        assert joined["online_count"] == 2  # the renamed user once, and the observer
+        mine = [user for user in joined.online if user.id == renamed.id]
+        assert mine == [UserPublic(id=renamed.id, name="New Name")]
+        assert joined.online_count == 2  # the renamed user once, and the observer
     finally:
         await close_all([s for s in (first, second, observer) if s is not None])

@@ -10,19 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.rooms.wsclient import Member, make_room
+from tests.rooms.wsclient import Member, history, make_room
 from tests.scale.cluster import (
     WAIT,
     Listener,
     Traffic,
     close_all,
-    history,
     run_instances,
     signup_many,
 )
 from tests.support.brokers import RedisServer, eventually, random_prefix
 from tests.support.databases import missing_service
 from tests.support.server import ServerProcess, run_server
+from townsquare.client import Api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -95,18 +95,16 @@ async def test_redis_stopped_during_traffic_serves_locally_and_recovers_without_
                 # traffic stopped, a message posted on one instance reaches the
                 # other's member only through Redis (no later local message could
                 # fill the hole).
-                for http, poster, receiver in ((http_a, ann, on_b), (http_b, ben, on_a)):
-                    posted = await http.post(
-                        f"/rooms/{room}/messages", json={"body": "after"}, headers=poster.headers
-                    )
-                    assert posted.status_code == 201, posted.text
-                    assert await receiver.has_seq(room, posted.json()["seq"]), (
+                for server, poster, receiver in ((a, ann, on_b), (b, ben, on_a)):
+                    async with Api(server.base_url, token=poster.token) as api:
+                        posted = await api.post_message(room, "after")
+                    assert await receiver.has_seq(room, posted.seq), (
                         f"cross-instance delivery did not resume: {receiver.last_seq(room)}"
                     )
 
                 stored = await history(http_a, room, ann)
                 total = len(stored)
-                assert [m["seq"] for m in stored] == list(range(1, total + 1))
+                assert [m.seq for m in stored] == list(range(1, total + 1))
                 # The members that stayed connected saw every message once, in order:
                 # what Redis dropped was filled from the database.
                 for listener in listeners[:2]:
@@ -122,8 +120,8 @@ async def test_redis_stopped_during_traffic_serves_locally_and_recovers_without_
                     await again.join(room, since=since)
                     assert await again.has_seq(room, total)
                     assert again.seqs(room) == list(range(since + 1, total + 1))
-                    assert [m["body"] for m in again.messages(room)] == [
-                        m["body"] for m in stored[since:]
+                    assert [m.body for m in again.messages(room)] == [
+                        m.body for m in stored[since:]
                     ]
                 figures["recovered_via_since"] = total - since
                 figures["stored_in_all"] = total

@@ -4,7 +4,6 @@ and session revocation across instances."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
@@ -20,7 +19,9 @@ from tests.scale.cluster import (
     signup_many,
 )
 from tests.support.server import ServerProcess
+from townsquare.client import Api
 from townsquare.platform.database import create_database
+from townsquare.rooms.protocol import ByeFrame, PingFrame, PongFrame, PresenceFrame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -44,7 +45,7 @@ async def test_user_leaving_on_one_instance_is_offline_on_the_other(
         await on_a.join(room)
         assert ann.id in online_ids(await on_b.join(room))
         await on_a.close()
-        await on_b.wait_for("presence", user={"id": ann.id, "name": ann.name}, state="offline")
+        await on_b.wait_for(PresenceFrame, user=ann.public, state="offline")
         fresh = await Listener.open(b, bob)
         try:
             assert online_ids(await fresh.join(room)) == {bob.id}
@@ -66,13 +67,10 @@ async def _make_admin(database_url: str, member: Member) -> None:
 
 
 async def _assert_still_open(listener: Listener) -> None:
-    before = len(listener.of("pong"))
-    await listener.send(type="ping")
-    for _ in range(int(WAIT / 0.02)):
-        if len(listener.of("pong")) > before:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{listener.member.name} got no pong")
+    before = len(listener.of(PongFrame))
+    await listener.send(PingFrame(type="ping"))
+    ponged = await listener.until(lambda: len(listener.of(PongFrame)) > before)
+    assert ponged, f"{listener.member.name} got no pong"
 
 
 async def test_logout_all_on_one_instance_closes_the_users_socket_on_the_other(
@@ -85,11 +83,11 @@ async def test_logout_all_on_one_instance_closes_the_users_socket_on_the_other(
     victim = await Listener.open(b, user)
     bystander = await Listener.open(b, other)
     try:
-        response = await http_a.post("/auth/logout-all", headers=user.headers)
-        assert response.status_code == 204, response.text
+        async with Api(instances[0].base_url, token=user.token) as api:
+            await api.logout_all()
         await asyncio.wait_for(asyncio.shield(victim.task), WAIT)  # type: ignore[arg-type]
         assert victim.close_code == 1008
-        assert victim.of("bye")[-1]["reason"] == "session revoked"
+        assert victim.of(ByeFrame)[-1].reason == "session revoked"
         await _assert_still_open(bystander)
     finally:
         await close_all([victim, bystander])
@@ -111,7 +109,7 @@ async def test_admin_disabling_a_user_on_one_instance_closes_its_socket_on_the_o
         assert response.status_code == 200, response.text
         await asyncio.wait_for(asyncio.shield(victim.task), WAIT)  # type: ignore[arg-type]
         assert victim.close_code == 1008
-        assert victim.of("bye")[-1]["reason"] == "session revoked"
+        assert victim.of(ByeFrame)[-1].reason == "session revoked"
         await _assert_still_open(bystander)
     finally:
         await close_all([victim, bystander])
@@ -141,32 +139,20 @@ async def test_retry_on_the_other_instance_is_stored_and_delivered_once(
 
         await sender_a.join(room)
         await sender_b.join(room)
-        await sender_a.send(type="send", room=room, body="y", client_id="retry-2")
+        await sender_a.say(room, "y", client_id="retry-2")
         assert await watcher.has_seq(room, 2)
-        await sender_b.send(type="send", room=room, body="y", client_id="retry-2")
-        end = await http_b.post(
-            f"/rooms/{room}/messages", json={"body": "z"}, headers=poster.headers
-        )
-        assert end.json()["seq"] == 3
+        await sender_b.say(room, "y", client_id="retry-2")
+        async with Api(b.base_url, token=poster.token) as api:
+            end = await api.post_message(room, "z")
+        assert end.seq == 3
         assert await watcher.has_seq(room, 3)
-        assert [(m["seq"], m["body"]) for m in watcher.messages(room)] == [
+        assert [(m.seq, m.body) for m in watcher.messages(room)] == [
             (1, "x"),
             (2, "y"),
             (3, "z"),
         ]
     finally:
         await close_all([watcher, sender_a, sender_b])
-
-
-async def _signup_with_refresh_token(http: httpx.AsyncClient) -> tuple[Member, str]:
-    email = f"{uuid.uuid4().hex[:12]}@example.com"
-    body = {"name": "Leaving", "email": email, "password": "long enough pw"}
-    created = await http.post("/users", json=body)
-    assert created.status_code == 201, created.text
-    pair = await http.post("/auth/token", data={"username": email, "password": body["password"]})
-    assert pair.status_code == 200, pair.text
-    tokens = pair.json()
-    return Member(created.json()["id"], "Leaving", tokens["access_token"]), tokens["refresh_token"]
 
 
 async def _refused_within(
@@ -193,7 +179,7 @@ async def test_account_changes_on_one_instance_refuse_old_tokens_on_the_other_wi
     http_a, http_b = https
     admin, disabled, bumped, bystander = await signup_many(http_a, 4, "Cached")
     await _make_admin(shared_database_url, admin)
-    logged_out, refresh_token = await _signup_with_refresh_token(http_a)
+    logged_out = await signup(http_a, "Leaving")
     for member in (disabled, bumped, logged_out, bystander):
         assert (await http_b.get(f"/users/{member.id}", headers=member.headers)).status_code == 200
 
@@ -209,8 +195,9 @@ async def test_account_changes_on_one_instance_refuse_old_tokens_on_the_other_wi
     assert (await _refused_within(http_b, bumped, 1.0)).status_code == 401
 
     # One login ended: its access token carries the login's id (`sid`).
-    response = await http_a.post("/auth/logout", json={"refresh_token": refresh_token})
-    assert response.status_code == 204, response.text
+    assert logged_out.refresh_token is not None
+    async with Api(str(http_a.base_url)) as api:
+        await api.logout(logged_out.refresh_token)
     assert (await _refused_within(http_b, logged_out, 1.0)).status_code == 401
 
     assert (
