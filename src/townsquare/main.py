@@ -44,15 +44,11 @@ from townsquare.platform.jobs import Jobs
 from townsquare.platform.mail import create_mailer
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.metrics import router as metrics_router
-from townsquare.platform.middleware.access_log import AccessLogMiddleware
 from townsquare.platform.middleware.allowed_methods import AllowedMethodsMiddleware
 from townsquare.platform.middleware.body_limit import BodyLimitMiddleware
 from townsquare.platform.middleware.capacity import CapacityMiddleware
-from townsquare.platform.middleware.metrics import MetricsMiddleware
+from townsquare.platform.middleware.edge import EdgeMiddleware
 from townsquare.platform.middleware.rate_limit import RateLimitMiddleware
-from townsquare.platform.middleware.request_id import RequestIdMiddleware
-from townsquare.platform.middleware.security_headers import SecurityHeadersMiddleware
-from townsquare.platform.middleware.websocket_routes import WebSocketRoutesMiddleware
 from townsquare.platform.openapi import document_platform_statuses
 from townsquare.platform.presence import create_presence
 from townsquare.platform.ratelimit import RateLimiter
@@ -226,6 +222,10 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        # FastAPI's own OpenTelemetry hooks would look up the global providers on every
+        # request; traces are set up here instead, and only when asked for
+        # (platform/tracing.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.passwords = PasswordHasher(
@@ -302,14 +302,14 @@ def create_app(
         timeout=settings.http_body_timeout_seconds,
     )
     app.add_middleware(CapacityMiddleware, limit=settings.worker_capacity, exempt_paths=PROBES)
+    # Request id, security headers, metrics and the access log, in one layer; the
+    # WebSocket endpoint is reached from there directly (platform/middleware/edge.py).
     app.add_middleware(
-        SecurityHeadersMiddleware,
+        EdgeMiddleware,
+        metrics=metrics,
         hsts=settings.is_production,
+        websocket_routes={"/ws": websocket.endpoint},
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(WebSocketRoutesMiddleware, routes={"/ws": websocket.endpoint})
-    app.add_middleware(RequestIdMiddleware)
 
     tracing.instrument_app(app, provider)
 

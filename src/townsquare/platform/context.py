@@ -1,6 +1,6 @@
 """Per-request values that log records and middleware read: the authenticated user.
 
-The request id lives beside its middleware (`middleware/request_id.py`); the user id is
+The request id lives in `middleware/request_id.py`; the user id is
 set by the auth dependency once it knows who is calling, and reset for each request.
 """
 

@@ -23,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 
 from townsquare.platform.errors import DatabaseUnavailable
+from townsquare.platform.pool import FairAsyncQueuePool
 
 # Stable constraint names, so migrations can drop and alter what they created.
 NAMING_CONVENTION = {
@@ -176,6 +177,7 @@ def create_database(
     Overflow connections are closed when returned, so under sustained load any overflow
     means a new PostgreSQL session per burst: the default is none, and a request that
     waits `pool_timeout` seconds for a connection is answered 503 with Retry-After.
+    Requests waiting for a connection are served in arrival order (platform/pool.py).
     """
     # hide_parameters: a failed statement's error (and so its log line) names the SQL but
     # not the values bound to it, which can be password hashes, tokens or message bodies.
@@ -189,6 +191,7 @@ def create_database(
             max_overflow=max_overflow,
             pool_timeout=pool_timeout,
             pool_pre_ping=False,
+            poolclass=FairAsyncQueuePool,
             hide_parameters=True,
         )
     return Database(

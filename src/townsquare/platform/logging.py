@@ -7,16 +7,17 @@ gunicorn takes as `logconfig_dict`.
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.config
 import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
+
+from townsquare.platform import tracing
 from townsquare.platform.context import get_user_id
 from townsquare.platform.middleware.request_id import get_request_id
-from townsquare.platform.tracing import current_ids
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is a field.
 _STANDARD_ATTRS = frozenset(
@@ -43,8 +44,8 @@ class ContextFilter(logging.Filter):
             record.request_id = get_request_id()
         if getattr(record, "user_id", None) is None:
             record.user_id = get_user_id()
-        if getattr(record, "trace_id", None) is None:
-            ids = current_ids()
+        if getattr(record, "trace_id", None) is None and tracing.is_on():
+            ids = tracing.current_ids()
             record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
@@ -94,8 +95,6 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        # Made once: `json.dumps` with options builds a new encoder on every call.
-        self._encoder = json.JSONEncoder(default=str, ensure_ascii=False)
         # The time up to the second, reused by every record of that second.
         self._second = -1
         self._second_text = ""
@@ -126,7 +125,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return self._encoder.encode(entry)
+        # pydantic-core's encoder: a few microseconds a line, where the standard
+        # library's took several times that, on every request (the access log).
+        return pydantic_core.to_json(entry, fallback=str).decode()
 
 
 def logging_config(level: str) -> dict[str, Any]:

@@ -123,6 +123,11 @@ def traced_frame(
     return dispatch
 
 
+def is_on() -> bool:
+    """Whether this process traces (`instrument_app` was given a provider)."""
+    return _frame_tracer is not None
+
+
 def current_ids() -> tuple[str, str] | None:
     """The current trace and span id (hex), for log lines; None outside a span."""
     context = trace.get_current_span().get_span_context()

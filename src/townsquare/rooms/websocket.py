@@ -166,7 +166,7 @@ class _Endpoint:
 
 endpoint = _Endpoint()
 # Also a route, so the app's routing knows `/ws` (served ahead of the middleware by
-# `WebSocketRoutesMiddleware`).
+# `EdgeMiddleware`).
 route = WebSocketRoute("/ws", endpoint, name="ws")
 
 

@@ -43,11 +43,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared, chunked = _framing(scope)
         if declared is not None and declared > self.max_bytes:
             too_large = BodyTooLarge(self.max_bytes)
             response = error_response(413, too_large.detail, {"Connection": "close"})
             await response(scope, receive, send)
+            return
+        if not chunked and not declared:
+            # No body (no Content-Length, or 0, and not chunked): nothing to limit or time.
+            await self.app(scope, receive, send)
             return
 
         refused = False
@@ -83,11 +87,17 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send_closing_when_refused)
 
 
-def _content_length(scope: Scope) -> int | None:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length (None when absent or unreadable) and whether the body
+    is chunked."""
+    declared: int | None = None
+    chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None  # the HTTP parser refuses these before the app runs
-    return None
+                declared = None  # the HTTP parser refuses these before the app runs
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
