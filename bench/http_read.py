@@ -359,7 +359,7 @@ async def _layers(requests: int) -> None:
     )
     app = create_app(settings)
     # Outermost first, as a request meets them.
-    stack = [(m.cls.__name__, m) for m in app.user_middleware]
+    stack = [(getattr(m.cls, "__name__", repr(m.cls)), m) for m in app.user_middleware]
     token = app.state.tokens.encode_access(
         user_id=1, token_version=0, session_id="bench", now=datetime.now(UTC)
     )
