@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -89,6 +90,13 @@ async def main(args: argparse.Namespace) -> int:
     suites = {s.strip().upper() for s in args.only.split(",")}
     out = args.out or ROOT / "bench" / "results" / ("quick" if args.quick else "")
     server_env = dict(item.split("=", 1) for item in args.server_env)
+    if "B1" in suites and shutil.which("wrk") is None:
+        print(
+            "bench: B1 needs wrk, the HTTP load generator (Debian: apt-get install wrk); "
+            "or leave B1 out: --only B2,B3,B4",
+            file=sys.stderr,
+        )
+        return 2
     started = time.monotonic()
 
     def phase(text: str) -> None:
