@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import sys
 from pathlib import Path
 
 from bench.context import Context
@@ -77,6 +78,28 @@ async def wrk(
     )
 
 
+async def layer_costs() -> str:
+    """Each middleware of the app's stack alone, as `bench.http_read --layers` prints it,
+    as one line ("EdgeMiddleware 9.1, ..."); empty when the tool failed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.http_read",
+        "--layers",
+        "--requests",
+        "2000",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    costs = []
+    for line in out.decode().splitlines():
+        parts = line.split()
+        if line.startswith("  ") and len(parts) >= 2:
+            costs.append(f"{' '.join(parts[:-1])} {parts[-1]}")
+    return ", ".join(costs) if process.returncode == 0 else ""
+
+
 async def run(ctx: Context) -> None:
     plan, bench = ctx.plan, ctx.bench
     bare, ts = ctx.servers["bare-http"], ctx.servers["ts-pg"]
@@ -114,6 +137,12 @@ async def run(ctx: Context) -> None:
         "ratios: townsquare GET /users/{id} over bare + asyncpg (target >= 0.6); "
         "for /health read its ratio against `bare dict` (target >= 0.8) in the table below"
     )
+    layers = await layer_costs()
+    if layers:
+        reads.notes.append(
+            "townsquare's middleware, each layer alone in process (us per request, "
+            "`python -m bench.http_read --layers`): " + layers
+        )
     sweep = bench.section(
         Section("B1-sweep", "HTTP reads by connections (no stall)", "rps", "req/s")
     )
