@@ -25,7 +25,7 @@ from bench.context import FULL, QUICK, Context, create_room, peer_tokens, sign_u
 from bench.harness import Bench, Workers
 from bench.machine import describe, postgres_backends
 from bench.procs import BENCH_SECRET, Postgres, PrivateRedis, townsquare_server, uvicorn_server
-from bench.suites import b1_http, b2_rooms, b3_idle, b4_recovery
+from bench.suites import b1_http, b2_rooms, b3_idle, b4_recovery, b5_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -184,6 +184,8 @@ async def main(args: argparse.Namespace) -> int:
             await run_rooms(ctx, logs, server_env)
         if "B4" in suites:
             await b4_recovery.run(ctx, seeders, seeded)
+        if "B5" in suites:
+            await b5_connect.run(ctx, shared, ts_url)
     finally:
         await workers.stop_all()
         ctx.stop_all()
