@@ -113,14 +113,14 @@ async def test_claims_made_together_share_round_trips(tmp_path: Path) -> None:
     await redis.start()
     store = RedisSlots(redis.url, prefix=random_prefix())
     pipelines = 0
-    send = store._pipeline
+    send = store._batches._pipeline
 
     async def counted(commands: list[tuple[Any, ...]]) -> list[Any]:
         nonlocal pipelines
         pipelines += 1
         return await send(commands)
 
-    store._pipeline = counted  # type: ignore[method-assign]
+    store._batches._pipeline = counted  # type: ignore[method-assign]
     try:
         taken = await asyncio.gather(
             *(store.acquire(f"user:{i % 4}", f"s{i}", 3) for i in range(40))

@@ -25,7 +25,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
+
+from townsquare.platform.redis_batches import Batches
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +123,7 @@ class RedisSlots:
         self._held: set[tuple[str, str]] = set()
         self._local = MemorySlots()
         self._renewer: asyncio.Task[None] | None = None
-        # Commands waiting for the next batch, and the task that sends the batches.
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._batches = Batches(self._redis, timeout=timeout, scripts=[_ACQUIRE])
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}slots:{key}"
@@ -131,7 +131,7 @@ class RedisSlots:
     async def acquire(self, key: str, holder: str, limit: int) -> bool:
         self._start_renewing()
         try:
-            taken = await self._batched(
+            taken = await self._batches.run(
                 ("EVALSHA", self._acquire.sha, 1, self._key(key), holder, self._lease_ms, limit)
             )
         except (RedisError, OSError, TimeoutError) as exc:
@@ -149,60 +149,16 @@ class RedisSlots:
             return
         self._held.discard((key, holder))
         try:
-            await self._batched(("ZREM", self._key(key), holder))
+            await self._batches.run(("ZREM", self._key(key), holder))
         except (RedisError, OSError, TimeoutError):
             logger.warning("slot store unavailable; a slot of %s ends with its lease", key)
 
-    async def _batched(self, command: tuple[Any, ...]) -> Any:
-        """Run `command` with the others queued meanwhile, one pipeline per batch; its
-        answer, or its error raised."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, done))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_batches(), name="slot batches")
-        return await asyncio.shield(done)
-
-    async def _send_batches(self) -> None:
-        batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    results = await self._call(self._pipeline([c for c, _ in batch]))
-                except (RedisError, OSError, TimeoutError) as exc:
-                    results = [exc] * len(batch)
-                for (_, done), result in zip(batch, results, strict=True):
-                    if done.done():
-                        continue
-                    if isinstance(result, Exception):
-                        done.set_exception(result)
-                    else:
-                        done.set_result(result)
-        finally:
-            # Stopped (closing): nobody waits forever for an answer that won't come.
-            for _, done in [*batch, *self._queue]:
-                if not done.done():
-                    done.set_exception(RedisError("slot store closed"))
-
-    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One round trip for `commands`; each answer or its error, in order. The script
-        goes by its digest, loaded (and the batch sent again) when Redis lacks it."""
-        for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    pipe.execute_command(*command)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt or not any(isinstance(r, NoScriptError) for r in results):
-                break
-            await self._redis.script_load(_ACQUIRE)
-        return results
-
     async def aclose(self) -> None:
-        for task in (self._renewer, self._sender):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        await self._batches.aclose()
         await self._redis.aclose()
 
     def _start_renewing(self) -> None:
