@@ -27,7 +27,7 @@ from townsquare.rooms import history
 from townsquare.rooms import service as rooms_service
 from townsquare.rooms.account import Account
 from townsquare.rooms.connection import Connection
-from townsquare.rooms.manager import ConnectionManager, joined_text
+from townsquare.rooms.manager import ConnectionManager, JoinedFrames
 from townsquare.rooms.models import Room
 from townsquare.rooms.protocol import JoinedFrame, LeftReason, MessageFrame
 from townsquare.rooms.store import MessageStore, RoomRef
@@ -346,8 +346,9 @@ async def test_client_gone_while_written_to_is_not_a_server_failure(app: FastAPI
 
 
 def test_joined_frame_encoding_matches_the_protocol_model() -> None:
+    frames = JoinedFrames()
     users = [(1, 'Ann "A" é'), (2, "bob\n\u2028")]
-    for recovered in (True, False):
+    for recovered in (True, False, True):  # the second and third reuse the listed users
         model = JoinedFrame(
             room="general",
             seq=7,
@@ -355,10 +356,14 @@ def test_joined_frame_encoding_matches_the_protocol_model() -> None:
             online_count=3,
             recovered=recovered,
         ).model_dump_json()
-        assert joined_text("general", 7, users, 3, recovered) == model
-    assert joined_text("r", 0, [], 0, True) == (
-        JoinedFrame(room="r", seq=0, online=[], online_count=0, recovered=True).model_dump_json()
+        assert frames.text("general", 7, users, 3, recovered) == model
+    assert frames.text('r "x"', 0, [], 0, True) == (
+        JoinedFrame(
+            room='r "x"', seq=0, online=[], online_count=0, recovered=True
+        ).model_dump_json()
     )
+    renamed = [(1, "Ann"), (2, "bob\n\u2028")]
+    assert json.loads(frames.text("general", 7, renamed, 2, True))["online"][0]["name"] == "Ann"
 
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -85,21 +85,24 @@ def room_channel(room: str) -> str:
     return "room:" + room
 
 
-def joined_text(
-    room: str, seq: int, users: list[tuple[int, str]], count: int, recovered: bool
-) -> str:
-    """A `JoinedFrame`'s JSON, built without a model per listed user (a join lists up
-    to 100 of them; the frame's shape is checked against the model in the tests)."""
-    online = [{"id": user_id, "name": name} for user_id, name in users]
-    frame = {
-        "type": "joined",
-        "room": room,
-        "seq": seq,
-        "online": online,
-        "online_count": count,
-        "recovered": recovered,
-    }
-    return to_json(frame).decode()
+class JoinedFrames:
+    """`JoinedFrame`s' JSON, built without a model per listed user (a join lists up to
+    100 of them; the shape is checked against the model in the tests). The listed
+    users' JSON is kept for the next join, which in a busy room lists the same users."""
+
+    def __init__(self) -> None:
+        self._users: list[tuple[int, str]] = []
+        self._online = "[]"
+
+    def text(
+        self, room: str, seq: int, users: list[tuple[int, str]], count: int, recovered: bool
+    ) -> str:
+        if users != self._users:
+            listed = [{"id": user_id, "name": name} for user_id, name in users]
+            self._users, self._online = users, to_json(listed).decode()
+        head = to_json({"type": "joined", "room": room, "seq": seq}).decode()[:-1]
+        state = "true" if recovered else "false"
+        return f'{head},"online":{self._online},"online_count":{count},"recovered":{state}}}'
 
 
 class RoomViews:
@@ -174,6 +177,7 @@ class ConnectionManager:
         )
         self.throttles = Throttles(settings.ws_messages_per_second)
         self.room_views = RoomViews(ROOM_VIEW_TTL)
+        self._joined = JoinedFrames()
         self.accepting = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
@@ -421,7 +425,7 @@ class ConnectionManager:
             sent = max(since, upto)
         subscription = feed.subscribe(connection, sent)
         connection.rooms[name] = subscription
-        joined = joined_text(name, upto, online.users, online.count, recovered)
+        joined = self._joined.text(name, upto, online.users, online.count, recovered)
         connection.outbox.push(Replay(subscription, joined, since, upto, recovered))
 
     async def _joinable(
