@@ -27,7 +27,7 @@ from bench.context import FULL, QUICK, Context, create_room, peer_tokens, sign_u
 from bench.harness import Bench, Workers
 from bench.machine import describe
 from bench.procs import BENCH_SECRET, Postgres, PrivateRedis, townsquare_server, uvicorn_server
-from bench.suites import b1_http, b2_rooms, b3_idle, b4_recovery
+from bench.suites import b1_http, b2_rooms, b3_idle, b4_recovery, b5_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -210,6 +210,8 @@ async def main(args: argparse.Namespace) -> int:
         if "B4" in suites:
             phase("B4")
             await b4_recovery.run(ctx, seeders, seeded)
+        if "B5" in suites:
+            await b5_connect.run(ctx, shared, ts_url)
     finally:
         phase("stopping")
         await workers.stop_all()

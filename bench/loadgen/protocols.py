@@ -119,6 +119,16 @@ class BareReplay(Bare):
 REPLAY = BareReplay()
 
 
+class BareJoin(Townsquare):
+    """The bare server's `/join`: townsquare's handshake (welcome, join, joined) only."""
+
+    name = "bare-join"
+    has_seq = False
+
+    def path(self, room: str) -> str:
+        return "/join"
+
+
 class SocketIO(Protocol):
     """Socket.IO v5 over Engine.IO v4, WebSocket transport only."""
 
@@ -149,7 +159,7 @@ class SocketIO(Protocol):
         return data.startswith((b"44", b"41")) or data == b"1"
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Townsquare(), Bare(), SocketIO())}
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (Townsquare(), Bare(), SocketIO(), BareJoin())}
 IDLE_PROTOCOLS: dict[str, Protocol] = {
     "townsquare": Townsquare(),
     "bare": BareIdle(),

@@ -6,6 +6,8 @@ No storage, no auth, no checks, no queues: what a room costs at the limit.
   room's Redis channel, and one listener per process forwards each published frame to
   the room's local sockets, one `send_text` after another.
 - `/idle`: accepts and waits (B3's bare socket).
+- `/join`: accepts, says `welcome`, answers the first frame (a join) with `joined` and
+  waits (B5's bare socket: townsquare's handshake with nothing behind it).
 - `/replay?room=R&since=N`: reads the room's stored messages after N with one raw
   asyncpg query and sends each, encoded as a townsquare `message` frame (B4's
   "reading and encoding the same rows with nothing else").
@@ -95,6 +97,17 @@ async def idle_socket(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_text("ready")
     with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await websocket.receive_text()
+
+
+@app.websocket("/join")
+async def join_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text('{"type":"welcome"}')
+    with contextlib.suppress(WebSocketDisconnect):
+        room = json.loads(await websocket.receive_text())["room"]
+        await websocket.send_text(json.dumps({"type": "joined", "room": room, "seq": 0}))
         while True:
             await websocket.receive_text()
 

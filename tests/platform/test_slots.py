@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.brokers import random_prefix, require_shared_redis
+from tests.support.brokers import RedisServer, random_prefix, require_shared_redis
 from tests.support.server import free_port
 from townsquare.platform.slots import MemorySlots, RedisSlots, SlotStore
 
@@ -80,3 +82,53 @@ async def test_without_redis_slots_are_counted_in_this_process() -> None:
         assert await store.acquire("user:1", "c", 2)
     finally:
         await store.aclose()
+
+
+async def test_two_instances_claiming_at_once_never_exceed_the_limit_together() -> None:
+    url, prefix = await require_shared_redis(), random_prefix()
+    stores = [RedisSlots(url, prefix=prefix), RedisSlots(url, prefix=prefix)]
+    start = asyncio.Event()
+
+    async def claim(store: RedisSlots, holder: str) -> bool:
+        await start.wait()
+        return await store.acquire("user:7", holder, 5)
+
+    try:
+        claims = [
+            asyncio.create_task(claim(store, f"{n}-s{i}"))
+            for n, store in enumerate(stores)
+            for i in range(30)
+        ]
+        start.set()
+        assert sum(await asyncio.gather(*claims)) == 5
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def test_claims_made_together_share_round_trips(tmp_path: Path) -> None:
+    # A fresh redis-server: the script is not loaded there yet, so the first batch
+    # also shows that a batch is sent again once the script is.
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    store = RedisSlots(redis.url, prefix=random_prefix())
+    pipelines = 0
+    send = store._batches._pipeline
+
+    async def counted(commands: list[tuple[Any, ...]]) -> list[Any]:
+        nonlocal pipelines
+        pipelines += 1
+        return await send(commands)
+
+    store._batches._pipeline = counted  # type: ignore[method-assign]
+    try:
+        taken = await asyncio.gather(
+            *(store.acquire(f"user:{i % 4}", f"s{i}", 3) for i in range(40))
+        )
+        assert sum(taken) == 12  # 3 for each of the 4 users
+        assert pipelines <= 2, f"{pipelines} round trips for 40 claims made together"
+        await asyncio.gather(*(store.release(f"user:{i % 4}", f"s{i}") for i in range(40)))
+        assert await store.acquire("user:0", "again", 1)
+    finally:
+        await store.aclose()
+        await redis.stop()

@@ -1,5 +1,7 @@
 """The room engine in one process, driven directly: replay from the ring or from
-history, the replay cap, and gaps filled once per process (SQL statements counted)."""
+history, the replay cap, and gaps filled once per process (SQL statements counted);
+`join` of a public room reading the room from the per-process views (any authority
+change forgets them, and a join under way while one happens checks again)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ from tests.support import databases
 from townsquare.main import create_app
 from townsquare.platform.broker.envelope import Envelope
 from townsquare.platform.database import Database
+from townsquare.platform.presence import Entered, Entry
 from townsquare.rooms import history
 from townsquare.rooms import service as rooms_service
 from townsquare.rooms.account import Account
 from townsquare.rooms.connection import Connection
-from townsquare.rooms.manager import ConnectionManager
-from townsquare.rooms.protocol import MessageFrame
+from townsquare.rooms.manager import ConnectionManager, JoinedFrames
+from townsquare.rooms.models import Room
+from townsquare.rooms.protocol import JoinedFrame, LeftReason, MessageFrame
 from townsquare.rooms.store import MessageStore, RoomRef
 from townsquare.users import service as users_service
 from townsquare.users.models import User
@@ -336,3 +340,120 @@ async def test_client_gone_while_written_to_is_not_a_server_failure(app: FastAPI
     # None: the client went away (no close code to send, nothing logged as a failure);
     # a server failure would be a 1011 close.
     assert await asyncio.wait_for(connection.run(), 5) is None
+
+
+# -- join: room views, the joined frame ----------------------------------------------
+
+
+def test_joined_frame_encoding_matches_the_protocol_model() -> None:
+    frames = JoinedFrames()
+    users = [(1, 'Ann "A" é'), (2, "bob\n\u2028")]
+    for recovered in (True, False, True):  # the second and third reuse the listed users
+        model = JoinedFrame(
+            room="general",
+            seq=7,
+            online=[UserPublic(id=i, name=n) for i, n in users],
+            online_count=3,
+            recovered=recovered,
+        ).model_dump_json()
+        assert frames.text("general", 7, users, 3, recovered) == model
+    assert frames.text('r "x"', 0, [], 0, True) == (
+        JoinedFrame(
+            room='r "x"', seq=0, online=[], online_count=0, recovered=True
+        ).model_dump_json()
+    )
+    renamed = [(1, "Ann"), (2, "bob\n\u2028")]
+    assert json.loads(frames.text("general", 7, renamed, 2, True))["online"][0]["name"] == "Ann"
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    read = rooms_service.joinable_room
+
+    async def counted(database: Any, *, name: str, user_id: int) -> tuple[int, str, bool]:
+        reads.append(name)
+        return await read(database, name=name, user_id=user_id)
+
+    monkeypatch.setattr(rooms_service, "joinable_room", counted)
+    return reads
+
+
+async def _make_private(engine: Engine, name: str, owner: UserPublic) -> None:
+    async with engine.database.sessions() as session:
+        room = (await session.execute(Room.__table__.select().where(Room.name == name))).first()
+        assert room is not None
+        orm_room = await session.get(Room, room.id)
+        actor = await session.get(User, owner.id)
+        assert orm_room is not None
+        assert actor is not None
+        await rooms_service.update_room(
+            session, room=orm_room, actor=actor, topic=None, private=True, clear_topic=False
+        )
+    await engine.manager.room_changed(name, user_id=None, reason=LeftReason.ACCESS_REVOKED)
+
+
+async def test_a_public_room_is_read_once_for_many_joins(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine()
+    reads = _count_reads(monkeypatch)
+    ann = await engine.user("ann")
+    room = await engine.room(ann)
+    for _ in range(5):
+        connection, frames = engine.connect(ann)
+        joined = await engine.join(connection, frames, room.name)
+        assert joined["room"] == room.name
+    assert reads == [room.name]
+
+
+async def test_a_room_made_private_refuses_the_next_join_of_a_non_member(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine()
+    reads = _count_reads(monkeypatch)
+    ann, bob = await engine.user("ann"), await engine.user("bob")
+    room = await engine.room(ann)
+    first, first_frames = engine.connect(bob)
+    await engine.join(first, first_frames, room.name)
+    await _make_private(engine, room.name, ann)
+    await first_frames.until(lambda fs: any(f["type"] == "left" for f in fs))
+    second, second_frames = engine.connect(bob)
+    await engine.manager.join(second, room.name, since=None, ref="again")
+    frames = await second_frames.until(lambda fs: any(f["type"] == "error" for f in fs))
+    assert [f["code"] for f in frames if f["type"] == "error"] == ["room_not_found"]
+    assert room.name not in second.rooms
+    assert reads == [room.name, room.name], "the second join read the room again"
+
+
+async def test_a_join_under_way_when_the_room_goes_private_checks_again(
+    make_engine: MakeEngine,
+) -> None:
+    engine = await make_engine()
+    manager = engine.manager
+    ann, bob = await engine.user("ann"), await engine.user("bob")
+    room = await engine.room(ann)
+    warm, warm_frames = engine.connect(ann)
+    await engine.join(warm, warm_frames, room.name)  # the room's view is kept now
+    entered, release = asyncio.Event(), asyncio.Event()
+    enter = manager.presence.enter
+
+    async def held(entry: Entry, ttl: float, *, limit: int) -> Entered:
+        result = await enter(entry, ttl, limit=limit)
+        if entry.user_id == bob.id:
+            entered.set()
+            await release.wait()
+        return result
+
+    manager.presence.enter = held  # type: ignore[method-assign]
+    connection, frames = engine.connect(bob)
+    joining = asyncio.create_task(manager.join(connection, room.name, since=None, ref="j"))
+    await entered.wait()
+    await _make_private(engine, room.name, ann)
+    release.set()
+    await joining
+    seen = await frames.until(lambda fs: any(f["type"] == "error" for f in fs))
+    assert [f["code"] for f in seen if f["type"] == "error"] == ["room_not_found"]
+    assert not any(f["type"] == "joined" for f in seen)
+    assert room.name not in connection.rooms
+    online = await manager.online(room.name)
+    assert bob.id not in [user_id for user_id, _ in online.users]

@@ -18,6 +18,14 @@ hostile clients: a deadline for the request head, and a graceful close.
   what the client still sends, until it closes its side or `linger` seconds pass, as
   nginx's lingering close and RFC 6455 (7.1.1) do.
 
+- Fewer writes. What uvicorn writes to a connection within one turn of the event loop
+  (a response's head and body; a WebSocket's handshake answer and its first frame; the
+  frames a connection's writer sends in one go) leaves in one `write` instead of one
+  system call each: on loopback and under load each write is a trip through the
+  kernel's TCP stack, the largest single cost of a connect storm and of a small
+  response. An HTTP response leaves as soon as it is complete; anything else at the end
+  of the loop's turn.
+
 This subclasses uvicorn internals (the httptools protocol's parser callbacks and its
 `transport` attribute), so pyproject.toml pins uvicorn below its next minor release and
 tests/platform/test_http_protocol.py checks both behaviours on a real server.
@@ -91,6 +99,11 @@ class LingeringTransport:
         self._closing = False
         self._pending: list[bytes] = []
         self._loop = asyncio.get_running_loop()
+        # The hot pass-throughs, bound once instead of found by __getattr__ each call.
+        self.get_extra_info = transport.get_extra_info
+        self.pause_reading = transport.pause_reading
+        self.resume_reading = transport.resume_reading
+        self.is_reading = transport.is_reading
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

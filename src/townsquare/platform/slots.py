@@ -7,6 +7,11 @@ themselves within `lease_seconds` without anyone cleaning up after it. When Redi
 cannot answer, slots are counted in this process instead (the limit then holds per
 process), and a warning says so: a Redis outage must not lock users out.
 
+Takes and gives-back that arrive together share one round trip: while one batch is
+on its way to Redis the next ones queue, and go as one pipeline (each still decided
+on its own by the script, in arrival order), so a storm of sockets costs a round trip
+per batch, not per socket.
+
 Generic on purpose: keys and holders are opaque strings here.
 """
 
@@ -21,6 +26,8 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from townsquare.platform.redis_batches import Batches
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +123,7 @@ class RedisSlots:
         self._held: set[tuple[str, str]] = set()
         self._local = MemorySlots()
         self._renewer: asyncio.Task[None] | None = None
+        self._batches = Batches(self._redis, timeout=timeout, scripts=[_ACQUIRE])
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}slots:{key}"
@@ -123,8 +131,8 @@ class RedisSlots:
     async def acquire(self, key: str, holder: str, limit: int) -> bool:
         self._start_renewing()
         try:
-            taken = await self._call(
-                self._acquire(keys=[self._key(key)], args=[holder, self._lease_ms, limit])
+            taken = await self._batches.run(
+                ("EVALSHA", self._acquire.sha, 1, self._key(key), holder, self._lease_ms, limit)
             )
         except (RedisError, OSError, TimeoutError) as exc:
             logger.warning(
@@ -141,7 +149,7 @@ class RedisSlots:
             return
         self._held.discard((key, holder))
         try:
-            await self._call(self._redis.zrem(self._key(key), holder))
+            await self._batches.run(("ZREM", self._key(key), holder))
         except (RedisError, OSError, TimeoutError):
             logger.warning("slot store unavailable; a slot of %s ends with its lease", key)
 
@@ -150,6 +158,7 @@ class RedisSlots:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        await self._batches.aclose()
         await self._redis.aclose()
 
     def _start_renewing(self) -> None:

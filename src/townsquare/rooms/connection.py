@@ -93,6 +93,7 @@ class Connection:
         send: Send,
         manager: ConnectionManager,
         *,
+        connection_id: str | None = None,
         account: Account,
         token_expires_at: float,
         session_id: str | None = None,
@@ -103,7 +104,7 @@ class Connection:
         self.manager = manager
         self.settings = manager.settings
         self.account = account
-        self.id = uuid.uuid4().hex
+        self.id = connection_id or uuid.uuid4().hex
         self.session_id = session_id
         self.token_expires_at = token_expires_at
         self.expiry_warned_at: float | None = None

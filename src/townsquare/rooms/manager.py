@@ -10,6 +10,9 @@
 - Authority follows changes live: a member removed, a room deleted or made private,
   an account changed, on any instance, reaches every instance over the control
   channel, and the affected connections get `left` at once.
+- A join of a public room reads the room from a short-lived per-process view
+  (`RoomViews`) instead of the database: any authority change forgets it, and a join
+  that saw the view change while it waited checks again, fresh.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_json
 
 from townsquare.auth import accounts
 from townsquare.auth.exceptions import EmailNotVerified, InvalidToken
@@ -44,7 +50,6 @@ from townsquare.rooms.feed import RoomFeed
 from townsquare.rooms.protocol import (
     CloseCode,
     ErrorCode,
-    JoinedFrame,
     LeftFrame,
     LeftReason,
     PresenceFrame,
@@ -71,10 +76,70 @@ HOUSEKEEPING_TICK = 1.0
 MAX_TOKEN_LENGTH = 4096
 # What a handshake meets when the database cannot serve it now (closed 1013).
 _BUSY: tuple[type[Exception], ...] = (DatabaseBusy, DatabaseUnavailable, *DATABASE_UNAVAILABLE)
+# How long a join may trust a public room's view without reading it again: the safety
+# net for a change whose control message never came (the broker was down meanwhile).
+ROOM_VIEW_TTL = 5.0
 
 
 def room_channel(room: str) -> str:
     return "room:" + room
+
+
+class JoinedFrames:
+    """`JoinedFrame`s' JSON, built without a model per listed user (a join lists up to
+    100 of them; the shape is checked against the model in the tests). The listed
+    users' JSON is kept for the next join, which in a busy room lists the same users."""
+
+    def __init__(self) -> None:
+        self._users: list[tuple[int, str]] = []
+        self._online = "[]"
+
+    def text(
+        self, room: str, seq: int, users: list[tuple[int, str]], count: int, recovered: bool
+    ) -> str:
+        if users != self._users:
+            listed = [{"id": user_id, "name": name} for user_id, name in users]
+            self._users, self._online = users, to_json(listed).decode()
+        head = to_json({"type": "joined", "room": room, "seq": seq}).decode()[:-1]
+        state = "true" if recovered else "false"
+        return f'{head},"online":{self._online},"online_count":{count},"recovered":{state}}}'
+
+
+class RoomViews:
+    """Public rooms by name (id and name), as the database said within `ttl` seconds,
+    for `join`. Only public rooms are kept (a private one needs the member list, read
+    fresh at every join), and only rooms that exist. `forget` (any authority change of
+    the room, on any instance) drops a room and bumps `epoch`: a join that read the
+    view before a change and finishes after it checks again against the database."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.epoch = 0
+        self._rooms: dict[str, tuple[int, str, float]] = {}
+
+    def get(self, name: str) -> tuple[int, str] | None:
+        view = self._rooms.get(name)
+        if view is None:
+            return None
+        if view[2] <= self.clock():
+            del self._rooms[name]
+            return None
+        return view[0], view[1]
+
+    def put(self, room_id: int, name: str, epoch: int) -> None:
+        """Keep a public room read when `epoch` was current (unless it moved since)."""
+        if epoch == self.epoch:
+            self._rooms[name] = (room_id, name, self.clock() + self.ttl)
+
+    def forget(self, name: str) -> None:
+        """Drop `name`; joins under way check again."""
+        self.epoch += 1
+        self._rooms.pop(name, None)
+
+    def changed(self) -> None:
+        """Something a join checks changed (an account): joins under way check again."""
+        self.epoch += 1
 
 
 class ConnectionManager:
@@ -111,6 +176,8 @@ class ConnectionManager:
             require_verified_email=settings.require_verified_email,
         )
         self.throttles = Throttles(settings.ws_messages_per_second)
+        self.room_views = RoomViews(ROOM_VIEW_TTL)
+        self._joined = JoinedFrames()
         self.accepting = True
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
@@ -316,21 +383,29 @@ class ConnectionManager:
 
         if name in connection.rooms:
             await self.leave(connection, name)
+        epoch = self.room_views.epoch
         try:
-            if not await accounts.may_participate(
-                self.database, self.settings, connection.account.id
-            ):
-                connection.send_text(error_text(ErrorCode.EMAIL_NOT_VERIFIED, NOT_VERIFIED, ref))
-                return
-            room_id, room_name = await rooms_service.joinable_room(
-                self.database, name=name, user_id=connection.account.id
-            )
+            room = await self._joinable(connection, name)
         except RoomNotFound:
             connection.send_text(error_text(ErrorCode.ROOM_NOT_FOUND, "Room not found", ref))
             return
-        feed = await self.open_feed(RoomRef(room_id, room_name))
+        if room is None:
+            connection.send_text(error_text(ErrorCode.EMAIL_NOT_VERIFIED, NOT_VERIFIED, ref))
+            return
+        feed = await self.open_feed(room)
         entry = self._entry(connection, name)
         online = await self._enter(entry, connection.account.public)
+        if self.room_views.epoch != epoch and connection.closing is None:
+            # Authority changed while we waited (a room made private, a member removed,
+            # an account changed): what was read may be stale; read it again, fresh.
+            try:
+                again = await self._joinable(connection, name, fresh=True)
+            except RoomNotFound:
+                again = None
+            if again is None or again.id != room.id:
+                await self._exit(entry, connection.account.public)
+                connection.send_text(error_text(ErrorCode.ROOM_NOT_FOUND, "Room not found", ref))
+                return
         if connection.closing is not None or name in connection.rooms or feed.closed:
             # Closed, joined again or the room went away while we waited: undo.
             await self._exit(entry, connection.account.public)
@@ -350,16 +425,31 @@ class ConnectionManager:
             sent = max(since, upto)
         subscription = feed.subscribe(connection, sent)
         connection.rooms[name] = subscription
-        joined = JoinedFrame(
-            room=name,
-            seq=upto,
-            online=[UserPublic(id=uid, name=uname) for uid, uname in online.users],
-            online_count=online.count,
-            recovered=recovered,
+        joined = self._joined.text(name, upto, online.users, online.count, recovered)
+        connection.outbox.push(Replay(subscription, joined, since, upto, recovered))
+
+    async def _joinable(
+        self, connection: Connection, name: str, *, fresh: bool = False
+    ) -> RoomRef | None:
+        """The room `connection` may join now (`RoomNotFound` otherwise), or None when
+        its account may not take part yet (email not verified). A public room comes
+        from the views while they hold it and the broker carries changes; anything
+        else is read from the database, and a public room read is kept."""
+        user_id = connection.account.id
+        if not await accounts.may_participate(self.database, self.settings, user_id):
+            return None
+        views = self.room_views
+        if not fresh and self.hub.is_healthy():
+            view = views.get(name)
+            if view is not None:
+                return RoomRef(*view)
+        epoch = views.epoch
+        room_id, room_name, private = await rooms_service.joinable_room(
+            self.database, name=name, user_id=user_id
         )
-        connection.outbox.push(
-            Replay(subscription, joined.model_dump_json(), since, upto, recovered)
-        )
+        if not private:
+            views.put(room_id, room_name, epoch)
+        return RoomRef(room_id, room_name)
 
     async def leave(self, connection: Connection, name: str) -> None:
         subscription = connection.rooms.pop(name, None)
@@ -423,6 +513,7 @@ class ConnectionManager:
         """After a committed change of who may be in `room`: `user_id` removed, or
         (None) the room deleted or made private. Every instance re-checks its members."""
         command = {"op": "room", "room": room, "user_id": user_id, "reason": reason}
+        self.room_views.forget(room)
         await self._apply_room_change(room, user_id, reason)
         await self._publish_command(command)
 
@@ -456,6 +547,9 @@ class ConnectionManager:
             await self._exit(self._entry(connection, room), connection.account.public)
 
     async def on_account_change(self, change: AccountChange) -> None:
+        # A join under way reads again what it read before this change (an account
+        # disabled also ends its sessions, and so its sockets, on every instance).
+        self.room_views.changed()
         mine = [c for c in self.connections if c.account.id == change.user_id]
         if change.kind is ChangeKind.SESSIONS_ENDED:
             for connection in mine:
@@ -514,6 +608,7 @@ class ConnectionManager:
                 self._spawn(self.revocations.deliver(change))
             elif command["op"] == "room":
                 user_id = command.get("user_id")
+                self.room_views.forget(str(command["room"]))
                 self._spawn(
                     self._apply_room_change(
                         str(command["room"]),

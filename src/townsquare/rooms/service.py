@@ -216,15 +216,15 @@ _JOIN_ACCESS = DirectRead(
 )
 
 
-async def joinable_room(database: Database, *, name: str, user_id: int) -> tuple[int, str]:
-    """The id and name of the room `user_id` may join now; `RoomNotFound` otherwise
-    (also for a disabled account, and a private room it may not see)."""
+async def joinable_room(database: Database, *, name: str, user_id: int) -> tuple[int, str, bool]:
+    """The id, name and privacy of the room `user_id` may join now; `RoomNotFound`
+    otherwise (also for a disabled account, and a private room it may not see)."""
     row = await _JOIN_ACCESS.fetch(database, name=name, user_id=user_id)
     if row is None or not row["is_active"]:
         raise RoomNotFound()
     if row["is_private"] and not (row["is_admin"] or row["is_member"]):
         raise RoomNotFound()
-    return int(row["id"]), str(row["name"])
+    return int(row["id"]), str(row["name"]), bool(row["is_private"])
 
 
 async def users_with_access(session: AsyncSession, *, room_id: int, user_ids: set[int]) -> set[int]:

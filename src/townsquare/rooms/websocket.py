@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 
 from townsquare.auth.tokens import AccessClaims
 from townsquare.platform.errors import error_response
@@ -98,20 +98,26 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
             admission.authenticated(ip)
             pending = False
         socket_id = uuid.uuid4().hex
-        if not await admission.claim_user_slot(account.id, socket_id):
-            limit = admission.max_per_user
-            await _close(
-                websocket,
-                CloseConnection(
-                    CloseCode.POLICY_VIOLATION,
-                    f"too many connections: at most {limit} per user, close one first",
-                ),
-            )
-            return
+        claimed = await admission.claim_user_slot(account.id, socket_id)
         try:
-            await _serve(websocket, send, manager, account, claims)
+            if websocket.client_state is WebSocketState.CONNECTING:
+                # A handshake with its token is accepted only now, so the answer to the
+                # handshake and `welcome` leave together.
+                await websocket.accept()
+            if not claimed:
+                limit = admission.max_per_user
+                await _close(
+                    websocket,
+                    CloseConnection(
+                        CloseCode.POLICY_VIOLATION,
+                        f"too many connections: at most {limit} per user, close one first",
+                    ),
+                )
+                return
+            await _serve(websocket, send, manager, account, claims, socket_id)
         finally:
-            await admission.release_user_slot(account.id, socket_id)
+            if claimed:
+                await admission.release_user_slot(account.id, socket_id)
     finally:
         admission.leave(ip, pending=pending)
 
@@ -122,12 +128,14 @@ async def _serve(
     manager: ConnectionManager,
     account: Account,
     claims: AccessClaims,
+    socket_id: str,
 ) -> None:
     settings = manager.settings
     connection = Connection(
         websocket,
         send,
         manager,
+        connection_id=socket_id,
         account=account,
         token_expires_at=float(claims.expires_at),
         session_id=claims.session_id,
@@ -137,16 +145,20 @@ async def _serve(
     manager.register(connection)
     metrics.websockets_open.inc()
     try:
-        connection.send_text(
-            WelcomeFrame(
-                user=account.public,
-                connection_id=connection.id,
-                heartbeat=Heartbeat(
-                    interval=settings.ws_heartbeat_interval_seconds,
-                    timeout=settings.ws_heartbeat_timeout_seconds,
-                ),
-            ).model_dump_json()
-        )
+        welcome = WelcomeFrame(
+            user=account.public,
+            connection_id=connection.id,
+            heartbeat=Heartbeat(
+                interval=settings.ws_heartbeat_interval_seconds,
+                timeout=settings.ws_heartbeat_timeout_seconds,
+            ),
+        ).model_dump_json()
+        try:
+            # Sent here, before the writer starts (nothing else can be queued yet), so
+            # it leaves in the same write as the answer to the handshake.
+            await connection.send_frame(welcome)
+        except OSError:
+            return  # the client is gone already (uvicorn's ClientDisconnected)
         outcome = await connection.run()
         if outcome is not None:
             await _close(websocket, outcome)
@@ -178,14 +190,15 @@ def _bearer_token(websocket: WebSocket) -> str | None:
 async def _authenticate(
     websocket: WebSocket, manager: ConnectionManager, header_token: str | None
 ) -> tuple[Account, AccessClaims]:
-    """Accept the socket and return its account and its token's claims: from
-    `Authorization: Bearer` on the handshake (checked before accepting), or else from
-    a first `auth` frame within the auth timeout."""
+    """The socket's account and its token's claims: from `Authorization: Bearer` on the
+    handshake (checked before accepting; accepted here only to be told why not), or
+    else from a first `auth` frame within the auth timeout (accepted here first)."""
     if header_token is not None:
         try:
             return await manager.authenticate(header_token)
-        finally:
+        except BaseException:
             await websocket.accept()
+            raise
     await websocket.accept()
     settings = manager.settings
     try:
