@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, one round (smoke check)")
-    parser.add_argument("--only", default="B1,B2,B3,B4", help="comma-separated suites to run")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5", help="comma-separated suites to run")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results[/quick])")
     parser.add_argument(
         "--server-env",
