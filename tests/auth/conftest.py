@@ -7,19 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import make_settings
-from tests.support.smtp import MailServer
+from tests.support.smtp import MailServer, running_mail_server
 from townsquare.config import Settings
 
 
 @pytest.fixture
 async def mail_server() -> AsyncIterator[MailServer]:
-    server = MailServer()
-    await server.start()
-    try:
+    async with running_mail_server() as server:
         yield server
-    finally:
-        server.release()
-        await server.stop()
 
 
 @pytest.fixture

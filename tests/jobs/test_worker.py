@@ -19,7 +19,7 @@ from tests.conftest import TEST_SECRET
 from tests.support import databases
 from tests.support.brokers import eventually, random_prefix, require_shared_redis
 from tests.support.server import ServerProcess, free_port, run_server
-from tests.support.smtp import MailServer, token_in
+from tests.support.smtp import MailServer, running_mail_server, token_in
 from tests.support.worker import worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -40,13 +40,8 @@ async def database_url() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def mail_server() -> AsyncIterator[MailServer]:
-    server = MailServer()
-    await server.start()
-    try:
+    async with running_mail_server() as server:
         yield server
-    finally:
-        server.release()
-        await server.stop()
 
 
 @pytest.fixture

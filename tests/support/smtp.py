@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -83,6 +85,18 @@ class MailServer:
         async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: len(self.to(address)) >= count)
         return self.to(address)
+
+
+@asynccontextmanager
+async def running_mail_server() -> AsyncIterator[MailServer]:
+    """A started `MailServer`; released (nothing held back) and stopped on exit."""
+    server = MailServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.release()
+        await server.stop()
 
 
 def text_of(mail: EmailMessage) -> str:

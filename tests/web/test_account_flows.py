@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.server import ServerProcess, free_port, run_server
-from tests.support.smtp import MailServer, link_in, token_in
+from tests.support.smtp import MailServer, link_in, running_mail_server, token_in
 from tests.web.conftest import (
     PASSWORD,
     PHONE,
@@ -43,13 +43,8 @@ SAFARI_ON_IPHONE = (
 
 @pytest.fixture(scope="module")
 async def mail() -> AsyncIterator[MailServer]:
-    server = MailServer()
-    await server.start()
-    try:
+    async with running_mail_server() as server:
         yield server
-    finally:
-        server.release()
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
