@@ -37,7 +37,7 @@ from townsquare.platform.broker.hub import Hub
 from townsquare.platform.database import Database, create_database
 from townsquare.platform.docs import install_docs
 from townsquare.platform.errors import install_error_handlers
-from townsquare.platform.health import NotReady, Readiness
+from townsquare.platform.health import LIVENESS_ANSWERS, NotReady, Readiness
 from townsquare.platform.health import router as health_router
 from townsquare.platform.instances import InstanceRegistry, create_instance_store
 from townsquare.platform.jobs import Jobs
@@ -309,6 +309,7 @@ def create_app(
         metrics=metrics,
         hsts=settings.is_production,
         websocket_routes={"/ws": websocket.endpoint},
+        answers=LIVENESS_ANSWERS,
     )
 
     tracing.instrument_app(app, provider)

@@ -6,11 +6,16 @@ from collections.abc import Callable
 import httpx
 from fastapi import FastAPI
 
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
 from tests.conftest import make_settings
-from tests.platform.conftest import serve_app
+from tests.platform.conftest import CapturedLogs, serve_app
 from tests.support.server import free_port
 from townsquare.main import create_app
-from townsquare.platform.health import Readiness
+from townsquare.platform.health import LIVENESS_ANSWERS, Readiness
+from townsquare.platform.metrics import Metrics
+from townsquare.platform.middleware.edge import EdgeMiddleware
 
 
 async def test_probes_when_database_answers_return_200(client: httpx.AsyncClient) -> None:
@@ -73,3 +78,41 @@ async def test_readiness_runs_checks_concurrently() -> None:
         report = await readiness.report()
     assert sorted(started) == ["a", "b", "c"]
     assert report.checks == {"a": "timeout", "b": "timeout", "c": "timeout"}
+
+
+async def test_liveness_is_answered_at_the_edge_with_headers_metrics_and_log_line(
+    json_logs: CapturedLogs,
+) -> None:
+    """/health never reaches routing (nor the layers under the edge), yet its answer has
+    what every response has: security headers, the request id, a metric and a log line;
+    a method the edge does not answer goes on to the route."""
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(f"{scope['method']} {scope['path']}")
+        await Response(status_code=405)(scope, receive, send)
+
+    metrics = Metrics(worker_capacity=10, websocket_capacity=10)
+    edge = EdgeMiddleware(
+        app, metrics=metrics, hsts=False, websocket_routes={}, answers=LIVENESS_ANSWERS
+    )
+    transport = httpx.ASGITransport(app=edge)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        health = await client.get("/health", headers={"X-Request-ID": "probe-12345678"})
+        live = await client.get("/live")
+        head = await client.head("/health")
+    assert reached == ["HEAD /health"]
+    assert health.status_code == live.status_code == 200
+    assert health.json() == live.json() == {"status": "healthy"}
+    assert health.headers["content-type"] == "application/json"
+    assert health.headers["x-request-id"] == "probe-12345678"
+    assert health.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in health.headers["content-security-policy"]
+    assert head.status_code == 405
+    lines = [(r["route"], r["status"], r["request_id"]) for r in json_logs.access()]
+    assert lines[0] == ("/health", 200, "probe-12345678")
+    assert [line[:2] for line in lines[1:]] == [("/live", 200), ("<unmatched>", 405)]
+    count = metrics.registry.get_sample_value(
+        "townsquare_http_request_duration_seconds_count", {"method": "GET", "route": "/health"}
+    )
+    assert count == 1

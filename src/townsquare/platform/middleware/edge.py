@@ -12,6 +12,13 @@ around `send`; together they cost more than the rest of a cached read. Here they
 one coroutine and one wrapper (`python -m bench.http_read --layers` measures each layer
 of the stack).
 
+Liveness probes (`answers`: `/health`, `/live`) are answered here, from bytes encoded
+once, with the same headers, metrics and log line: they exist to say that the process
+and its event loop answer, and asking routing, dependency solving and the exception
+layers every time (several times the cost of the answer) would say nothing more. The
+routes stay registered, so they are documented and serve what this layer passes on
+(a `HEAD`, say).
+
 WebSocket handshakes get their request id and go straight to their endpoint (the
 `websocket_routes` given): the layers below (Starlette's exception middleware, its route
 wrapper) would each wrap `send` once more, for every frame the socket sends, for
@@ -74,12 +81,25 @@ class EdgeMiddleware:
         metrics: Metrics,
         hsts: bool,
         websocket_routes: Mapping[str, ASGIApp],
+        answers: Mapping[str, bytes] | None = None,
         logger_name: str = "townsquare.access",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.headers = security_headers(hsts=hsts)
         self.websocket_routes = dict(websocket_routes)
+        # GET path -> the head of its JSON answer (without the request id) and its body.
+        self.answers = {
+            path: (
+                [
+                    (b"content-length", str(len(body)).encode("latin-1")),
+                    (b"content-type", b"application/json"),
+                    *self.headers,
+                ],
+                body,
+            )
+            for path, body in (answers or {}).items()
+        }
         self.logger = logging.getLogger(logger_name)
         self._durations: dict[tuple[str, str], Any] = {}
 
@@ -99,7 +119,13 @@ class EdgeMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         request_id = bind_request_id(scope)
-        added = [*self.headers, (_REQUEST_ID_NAME, request_id.encode("latin-1"))]
+        request_id_header = (_REQUEST_ID_NAME, request_id.encode("latin-1"))
+        if scope["method"] == "GET":
+            answer = self.answers.get(scope["path"])
+            if answer is not None:
+                await self._answer(scope, send, answer, request_id_header, start)
+                return
+        added = [*self.headers, request_id_header]
         status = 500  # an exception escaping the app ends as a 500
 
         async def send_at_the_edge(message: Message) -> None:
@@ -121,9 +147,32 @@ class EdgeMiddleware:
             in_flight.dec()
             self._record(scope, status, time.perf_counter() - start)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    async def _answer(
+        self,
+        scope: Scope,
+        send: Send,
+        answer: tuple[list[tuple[bytes, bytes]], bytes],
+        request_id_header: tuple[bytes, bytes],
+        start: float,
+    ) -> None:
+        head, body = answer
+        status = 500  # a failed send (the client left) counts as the app's would
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*head, request_id_header],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            status = 200
+        finally:
+            self._record(scope, status, time.perf_counter() - start, scope["path"])
+
+    def _record(self, scope: Scope, status: int, seconds: float, route: str | None = None) -> None:
         method = scope["method"]
-        route = route_template(scope)
+        route = route or route_template(scope)
         label = method if method in KNOWN_METHODS else "OTHER"
         key = (label, route)
         duration = self._durations.get(key)
