@@ -5,7 +5,6 @@ from collections.abc import Callable
 
 import httpx
 from fastapi import FastAPI
-
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 
@@ -12,7 +14,12 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import MakeAccount
 from tests.platform.conftest import CapturedLogs
 from townsquare.platform.database import Database
-from townsquare.platform.logging import JsonFormatter, RedactQueryStrings, logging_config
+from townsquare.platform.logging import (
+    JsonFormatter,
+    LoopTurnStreamHandler,
+    RedactQueryStrings,
+    logging_config,
+)
 
 
 async def test_login_and_bearer_requests_never_log_password_or_token(
@@ -129,3 +136,66 @@ def test_redaction_cuts_query_strings_off_logged_request_targets() -> None:
     )
     assert RedactQueryStrings().filter(record)
     assert record.getMessage() == '127.0.0.1:5000 - "WebSocket /ws" [accepted]'
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def _turn_logger(stream: _Writes) -> logging.Logger:
+    handler = LoopTurnStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("turn-test", logging.INFO)  # not registered: no other handler
+    logger.addHandler(handler)
+    return logger
+
+
+async def test_lines_of_one_loop_turn_leave_in_one_write_in_order() -> None:
+    stream = _Writes()
+    logger = _turn_logger(stream)
+    for n in range(3):
+        logger.info("line %d", n)
+    assert stream.writes == []  # still this turn
+    turn_ended = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turn_ended.set)  # queued after the flush
+    await turn_ended.wait()
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+    logger.info("next turn")
+    assert stream.writes[1:] == []
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ["next turn\n"]
+
+
+async def test_warning_or_thread_line_is_written_at_once_after_what_waits() -> None:
+    stream = _Writes()
+    logger = _turn_logger(stream)
+    logger.info("waiting")
+    logger.warning("at once")
+    assert stream.writes == ["waiting\nat once\n"]
+    logger.info("waiting again")
+    await asyncio.to_thread(logger.info, "from a thread")
+    assert stream.writes[1:] == ["waiting again\nfrom a thread\n"]
+
+
+def test_outside_a_loop_a_line_is_written_at_once() -> None:
+    stream = _Writes()
+    _turn_logger(stream).info("no loop")
+    assert stream.writes == ["no loop\n"]
+
+
+async def test_flush_writes_what_waits_in_the_turn() -> None:
+    stream = _Writes()
+    logger = _turn_logger(stream)
+    logger.info("waiting")
+    logger.handlers[0].flush()  # as logging.shutdown does at exit
+    assert stream.writes == ["waiting\n"]
+    await asyncio.sleep(0)
+    assert stream.writes == ["waiting\n"]  # nothing written twice
