@@ -14,7 +14,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from tests.conftest import Account, MakeAccount
-from townsquare.auth.dependencies import oauth2_scheme
+from townsquare.auth.dependencies import current_user, oauth2_scheme
 from townsquare.auth.models import RefreshToken
 from townsquare.auth.tokens import TokenCodec, hash_refresh_token
 from townsquare.platform.database import Database, utcnow
@@ -97,7 +97,9 @@ def _fill(path: str) -> str:
 
 
 def _reads_bearer(dependant: Dependant) -> bool:
-    return dependant.call is oauth2_scheme or any(_reads_bearer(d) for d in dependant.dependencies)
+    return dependant.call in (oauth2_scheme, current_user) or any(
+        _reads_bearer(d) for d in dependant.dependencies
+    )
 
 
 def _authenticated_routes(app: FastAPI) -> list[tuple[str, str]]:
