@@ -10,7 +10,7 @@ from typing import Any, cast
 import asyncpg
 from sqlalchemy import DateTime, MetaData, Select, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from townsquare.platform.errors import DatabaseUnavailable
 from townsquare.platform.pool import FairAsyncQueuePool
@@ -128,29 +128,36 @@ class DirectRead:
 
     async def _run(self, database: Database, method: str, params: Mapping[str, Any]) -> Any:
         sql, names = self._compiled or self._compile(database.engine.dialect)
-        # The pool's connection itself, not an AsyncConnection: its context manager
-        # closes in a task of its own, two more turns of the event loop per read.
-        raw = await database.engine.raw_connection()
-        try:
-            driver: Any = raw.driver_connection
-            return await getattr(driver, method)(sql, *(params[name] for name in names))
-        except (
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            # The protocol caught mid-operation when the server cut the connection.
-            asyncpg.InternalClientError,
-        ) as exc:
-            # The connection broke (a restart, a failover): never hand it out again.
-            raw.invalidate(exc)
-            raise DatabaseUnavailable() from exc
-        finally:
-            await greenlet_spawn(raw.close)
+        args = [params[name] for name in names]
+        # Checkout, statement and checkin in one greenlet: the pool is SQLAlchemy's
+        # synchronous code, and each greenlet_spawn costs a greenlet of its own.
+        return await greenlet_spawn(_run_raw, database.engine.sync_engine, method, sql, args)
 
     def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
         compiled = self.statement.compile(dialect=dialect)
         self._compiled = compiled.string, tuple(compiled.positiontup or ())
         return self._compiled
+
+
+def _run_raw(engine: Engine, method: str, sql: str, args: list[Any]) -> Any:
+    # The pool's connection itself, not a Connection: no transaction, no result
+    # machinery; asyncpg prepares the statement once per connection.
+    raw = engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection
+        return await_only(getattr(driver, method)(sql, *args))
+    except (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        # The protocol caught mid-operation when the server cut the connection.
+        asyncpg.InternalClientError,
+    ) as exc:
+        # The connection broke (a restart, a failover): never hand it out again.
+        raw.invalidate(exc)
+        raise DatabaseUnavailable() from exc
+    finally:
+        raw.close()
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
