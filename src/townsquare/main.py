@@ -314,13 +314,17 @@ def create_app(
 
     tracing.instrument_app(app, provider)
 
-    app.include_router(health_router)
-    app.include_router(metrics_router)
+    # Routes are matched in the order they are included, one by one: the reads and
+    # writes every client makes all day come first. (The liveness probes are answered
+    # before routing, platform/middleware/edge.py.)
+    app.include_router(users_router)
+    app.include_router(rooms_router)
     app.include_router(auth_router)
     app.include_router(account_router)
-    app.include_router(users_router)
     app.include_router(api_keys_router)
     app.include_router(admin_router)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
     # The page, its admin view and its sessions view are one document; the script shows
     # the view the path names.
     for page in ("/", "/admin", "/sessions"):
@@ -332,7 +336,6 @@ def create_app(
             include_in_schema=False,
         )
     app.mount("/static", StaticFiles(directory=str(WEB_DIR)), name="static")
-    app.include_router(rooms_router)
     app.router.routes.append(websocket.route)
     if docs:
         install_docs(app, openapi_url="/openapi.json")
