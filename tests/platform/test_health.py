@@ -100,7 +100,9 @@ async def test_liveness_is_answered_at_the_edge_with_headers_metrics_and_log_lin
         health = await client.get("/health", headers={"X-Request-ID": "probe-12345678"})
         live = await client.get("/live")
         head = await client.head("/health")
-    assert reached == ["HEAD /health"]
+        # A browser's cross-origin request goes the whole way (through CORS).
+        await client.get("/health", headers={"Origin": "https://elsewhere.example"})
+    assert reached == ["HEAD /health", "GET /health"]
     assert health.status_code == live.status_code == 200
     assert health.json() == live.json() == {"status": "healthy"}
     assert health.headers["content-type"] == "application/json"
@@ -110,7 +112,7 @@ async def test_liveness_is_answered_at_the_edge_with_headers_metrics_and_log_lin
     assert head.status_code == 405
     lines = [(r["route"], r["status"], r["request_id"]) for r in json_logs.access()]
     assert lines[0] == ("/health", 200, "probe-12345678")
-    assert [line[:2] for line in lines[1:]] == [("/live", 200), ("<unmatched>", 405)]
+    assert [line[:2] for line in lines[1:3]] == [("/live", 200), ("<unmatched>", 405)]
     count = metrics.registry.get_sample_value(
         "townsquare_http_request_duration_seconds_count", {"method": "GET", "route": "/health"}
     )

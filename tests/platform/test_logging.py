@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import logging
+import threading
 
 import httpx
 import pytest
@@ -181,7 +182,10 @@ async def test_warning_or_thread_line_is_written_at_once_after_what_waits() -> N
     logger.warning("at once")
     assert stream.writes == ["waiting\nat once\n"]
     logger.info("waiting again")
-    await asyncio.to_thread(logger.info, "from a thread")
+    # Run and joined within this turn of the loop, so the turn's line still waits.
+    thread = threading.Thread(target=logger.info, args=("from a thread",))
+    thread.start()
+    thread.join()
     assert stream.writes[1:] == ["waiting again\nfrom a thread\n"]
 
 

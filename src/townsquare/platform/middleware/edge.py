@@ -13,7 +13,8 @@ one coroutine and one wrapper (`python -m bench.http_read --layers` measures eac
 of the stack).
 
 Liveness probes (`answers`: `/health`, `/live`) are answered here, from bytes encoded
-once, with the same headers, metrics and log line: they exist to say that the process
+once, with the same headers, metrics and log line (a browser's cross-origin request,
+one with an `Origin` header, goes the whole way, through CORS): they exist to say that the process
 and its event loop answer, and asking routing, dependency solving and the exception
 layers every time (several times the cost of the answer) would say nothing more. The
 routes stay registered, so they are documented and serve what this layer passes on
@@ -73,6 +74,10 @@ def security_headers(*, hsts: bool) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope["headers"])
+
+
 class EdgeMiddleware:
     def __init__(
         self,
@@ -120,7 +125,7 @@ class EdgeMiddleware:
         start = time.perf_counter()
         request_id = bind_request_id(scope)
         request_id_header = (_REQUEST_ID_NAME, request_id.encode("latin-1"))
-        if scope["method"] == "GET":
+        if scope["method"] == "GET" and not _has_origin(scope):
             answer = self.answers.get(scope["path"])
             if answer is not None:
                 await self._answer(scope, send, answer, request_id_header, start)
