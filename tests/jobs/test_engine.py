@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from taskiq import ScheduledTask
 
 from tests.support.brokers import eventually, random_prefix, require_shared_redis
 from townsquare.platform.jobs import Jobs
@@ -237,3 +240,46 @@ async def test_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
         await asyncio.wait_for(worker, 15)
         await engine.stop()
         await server.stop()
+
+
+async def test_retry_due_in_a_minute_gone_by_is_still_sent() -> None:
+    """A retry is filed under the minute it is due. One whose minute ended before a
+    scheduler read it (stored in a minute's last seconds, or while no worker led the
+    scheduler) must still be sent, whatever `:` the key prefix holds."""
+    engine = Jobs(
+        redis_url=await require_shared_redis(),
+        prefix=random_prefix(),
+        registry=CollectorRegistry(),
+        max_attempts=3,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+        timeout=2.0,
+        claim_after=5.0,
+        concurrency=1,
+    )
+    words: list[str] = []
+    ran = asyncio.Event()
+
+    async def late(word: str) -> None:
+        words.append(word)
+        ran.set()
+
+    engine.register("test.late", late, retry=True)
+    assert engine.retry_source is not None
+    await engine.retry_source.add_schedule(
+        ScheduledTask(
+            schedule_id=uuid.uuid4().hex,
+            task_name="test.late",
+            labels={"_retries": 1},
+            args=["again"],
+            kwargs={},
+            time=datetime.now(UTC) - timedelta(minutes=3),
+        )
+    )
+    try:
+        async with running(engine):
+            async with asyncio.timeout(20):
+                await ran.wait()
+    finally:
+        await engine.stop()
+    assert words == ["again"]

@@ -31,7 +31,7 @@ from taskiq.exceptions import SendTaskError
 from taskiq.receiver import Receiver
 from taskiq.schedule_sources import LabelScheduleSource
 from taskiq.serializers import JSONSerializer
-from taskiq_redis import ListRedisScheduleSource, RedisStreamBroker
+from taskiq_redis import RedisStreamBroker
 
 from townsquare.platform.errors import AppError
 from townsquare.platform.jobs.metrics import JobMetrics, MetricsMiddleware
@@ -41,6 +41,7 @@ from townsquare.platform.jobs.retry import (
     RedisDeadLetters,
     RetryMiddleware,
 )
+from townsquare.platform.jobs.schedules import RetrySchedule
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Jobs:
                 **options,
             )
             self._redis = Redis.from_url(redis_url, **options)
-            self.retry_source = ListRedisScheduleSource(
+            self.retry_source = RetrySchedule(
                 redis_url,
                 prefix=self._prefix + ":retries",
                 serializer=JSONSerializer(),
