@@ -84,3 +84,12 @@ def budget_server(
 async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def tight_queue_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server whose sockets each queue at most 8 frames (the least allowed)."""
+    env = {"WS_MESSAGES_PER_SECOND": "2000", "WS_SEND_QUEUE_SIZE": "8"}
+    yield from _serve(request, tmp_path_factory.mktemp("tight"), env)

@@ -135,6 +135,27 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
         await writer.close()
 
 
+async def test_burst_into_a_room_never_closes_a_member_that_reads(
+    tight_queue_server: ServerProcess,
+) -> None:
+    """Messages sent together are stored as one batch, and a batch reaches each member's
+    send queue at once, before any writer runs: were a batch larger than the queue (8
+    frames here), a member reading as fast as it can would be closed with 1013."""
+    async with httpx.AsyncClient(base_url=tight_queue_server.base_url, timeout=10) as http:
+        ann, bob = await signup(http), await signup(http)
+        room = await make_room(http, ann)
+    reader, writer = await connect(tight_queue_server, bob), await connect(tight_queue_server, ann)
+    await reader.join(room)
+    await writer.join(room)
+    total = 200
+    for index in range(total):  # sent without waiting: they pile up behind each commit
+        await writer.say(room, f"m{index}")
+    frames = await reader.messages_until(room, total, within=30)
+    assert seqs(frames) == list(range(1, total + 1))
+    await reader.close()
+    await writer.close()
+
+
 async def test_send_with_same_client_id_is_stored_once(
     server: ServerProcess, http: httpx.AsyncClient
 ) -> None:

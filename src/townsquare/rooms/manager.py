@@ -57,7 +57,7 @@ from townsquare.rooms.protocol import (
     TypingEventFrame,
 )
 from townsquare.rooms.schemas import MessageRead
-from townsquare.rooms.store import MessageStore, RoomRef
+from townsquare.rooms.store import MAX_BATCH, MessageStore, RoomRef
 from townsquare.rooms.throttle import Throttles
 from townsquare.users.schemas import UserPublic
 
@@ -173,6 +173,11 @@ class ConnectionManager:
         self.store = MessageStore(
             database,
             self._publish_stored,
+            # A batch reaches every member's send queue in one turn of the loop, before
+            # any writer runs: a batch larger than the queue would close with 1013 a
+            # member that reads as fast as it can. Half of it leaves room for the
+            # frames of the turn (presence, typing) and the tail of the last batch.
+            max_batch=min(MAX_BATCH, settings.ws_send_queue_size // 2),
             require_verified_email=settings.require_verified_email,
         )
         self.throttles = Throttles(settings.ws_messages_per_second)

@@ -84,6 +84,10 @@ class _Queue:
     task: asyncio.Task[None] | None = None
 
 
+# Most messages of one room stored in one transaction.
+MAX_BATCH = 256
+
+
 class MessageStore:
     """Per-process group commit; `publish` is called with each batch's new messages,
     in `seq` order, before the next batch of that room is stored."""
@@ -93,7 +97,7 @@ class MessageStore:
         database: Database,
         publish: Publish,
         *,
-        max_batch: int = 256,
+        max_batch: int = MAX_BATCH,
         require_verified_email: bool = False,
     ) -> None:
         self.database = database
