@@ -99,16 +99,23 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
     per_writer = 150
     total = per_writer * len(writers)
 
-    # The joins start while the writers are still writing: each waits until the first
-    # writer has sent a given number of messages (so the room cannot be complete yet).
+    # The joins happen while the writers are writing: each starts once the first writer
+    # has sent a given number of messages, and that writer waits there until the join
+    # is answered (so the room is never complete before a join; the second writer goes
+    # on meanwhile).
     midway = {30: asyncio.Event(), 80: asyncio.Event(), 130: asyncio.Event()}
+    joined = {after: asyncio.Event() for after in midway}
 
-    async def write(client: Socket, tag: str) -> None:
+    async def write(client: Socket, tag: str) -> list[int]:
+        # Each writer reads the room while it writes, as a client does: one that never
+        # read would be a slow consumer, rightly closed (1013) once its buffers fill.
+        reading = asyncio.create_task(client.messages_until(room, total, within=30))
         for index in range(per_writer):
             await client.say(room, f"{tag}{index}")
             if tag == "a" and index in midway:
                 midway[index].set()
-                await asyncio.sleep(0)
+                await joined[index].wait()
+        return seqs(await reading)
 
     async def join_midway(after: int) -> list[int]:
         await midway[after].wait()
@@ -116,6 +123,7 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
             since = (await api.room(room)).last_seq
         joiner = await connect(server, cid)
         await joiner.join(room, since=since)
+        joined[after].set()
         frames = await joiner.messages_until(room, total, within=30)
         await joiner.close()
         assert seqs(frames) == list(range(since + 1, total + 1)), since
@@ -129,9 +137,8 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
         join_midway(130),
     )
     assert all(results[2:])
+    assert results[:2] == [list(range(1, total + 1))] * 2
     for writer in writers:
-        frames = await writer.messages_until(room, total, within=30)
-        assert seqs(frames) == list(range(1, total + 1))
         await writer.close()
 
 
