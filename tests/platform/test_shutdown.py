@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.platform.conftest import CapturedLogs
 from tests.support.server import free_port
 from townsquare.client import Connection
-from townsquare.platform.server import DrainingServer, Worker, app_drain
+from townsquare.platform.server import GC_THRESHOLDS, DrainingServer, Worker, app_drain
 from townsquare.platform.shutdown import Drain, ShutdownBudget
 from townsquare.rooms.protocol import ByeFrame
 
@@ -173,20 +173,21 @@ async def test_serve_on_shutdown_drains_before_uvicorn_closes_websockets() -> No
     assert connection.close_code == 1012
 
 
-async def test_server_freezes_what_exists_at_start_and_unfreezes_at_shutdown() -> None:
+async def test_server_tunes_the_collector_while_it_runs_and_restores_it_at_shutdown() -> None:
     """The heap of the start (libraries, app, pools) is out of the collector's sight
     while the server runs, so a full collection does not walk it (a 100 ms pause under
-    load); a server run inside another process leaves no frozen heap behind."""
+    load), and full collections are rarer; a server run inside another process leaves
+    neither behind."""
     app = FastAPI()
     config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None)
     server = DrainingServer(config, drain=None, graceful_timeout=5)
-    before = gc.get_freeze_count()
+    before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     serving = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no started event)
                 await asyncio.sleep(0.02)
-        frozen = gc.get_freeze_count()
+        frozen, running = gc.get_freeze_count(), gc.get_threshold()
         # This very app, built before the start, is among what a collection skips now.
         assert not any(obj is app for obj in gc.get_objects())
     finally:
@@ -194,4 +195,6 @@ async def test_server_freezes_what_exists_at_start_and_unfreezes_at_shutdown() -
         await serving
     assert before == 0
     assert frozen > 10_000
+    assert running == GC_THRESHOLDS != thresholds
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
