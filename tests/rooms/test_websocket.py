@@ -137,7 +137,7 @@ async def test_join_with_since_while_others_send_has_no_gap_or_duplicate(
         join_midway(130),
     )
     assert all(results[2:])
-    assert results[:2] == [list(range(1, total + 1))] * 2
+    assert list(results[:2]) == [list(range(1, total + 1))] * 2
     for writer in writers:
         await writer.close()
 
