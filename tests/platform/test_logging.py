@@ -203,3 +203,23 @@ async def test_flush_writes_what_waits_in_the_turn() -> None:
     assert stream.writes == ["waiting\n"]
     await asyncio.sleep(0)
     assert stream.writes == ["waiting\n"]  # nothing written twice
+
+
+def test_a_line_left_by_a_loop_that_closed_does_not_hold_back_the_next_loops_lines() -> None:
+    stream = _Writes()
+    logger = _turn_logger(stream)
+
+    async def log(text: str) -> None:
+        logger.info(text)
+
+    first = asyncio.new_event_loop()
+    first.call_soon(first.stop)  # stops before the turn that would write the line
+    first.run_until_complete(log("left behind"))
+    first.close()
+    second = asyncio.new_event_loop()
+    try:
+        second.run_until_complete(log("next loop"))
+        second.run_until_complete(asyncio.sleep(0))
+    finally:
+        second.close()
+    assert "".join(stream.writes) == "left behind\nnext loop\n"

@@ -146,6 +146,8 @@ class LoopTurnStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
+        # The loop whose turn's end will write what is pending (None: nothing asked).
+        self._writing_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -155,8 +157,10 @@ class LoopTurnStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._pending.append(line)
                 self._write_pending()
                 return
-            if not self._pending:
+            if self._writing_on is not loop:
+                # Also when the loop that was to write it closed first (a test's).
                 loop.call_soon(self._end_of_turn)
+                self._writing_on = loop
             self._pending.append(line)
         except RecursionError:
             raise
@@ -168,6 +172,7 @@ class LoopTurnStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._write_pending()
 
     def _write_pending(self) -> None:
+        self._writing_on = None
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()

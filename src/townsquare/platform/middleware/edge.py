@@ -13,12 +13,12 @@ one coroutine and one wrapper (`python -m bench.http_read --layers` measures eac
 of the stack).
 
 Liveness probes (`answers`: `/health`, `/live`) are answered here, from bytes encoded
-once, with the same headers, metrics and log line (a browser's cross-origin request,
-one with an `Origin` header, goes the whole way, through CORS): they exist to say that the process
+once, with the same headers, metrics and log line: they exist to say that the process
 and its event loop answer, and asking routing, dependency solving and the exception
 layers every time (several times the cost of the answer) would say nothing more. The
-routes stay registered, so they are documented and serve what this layer passes on
-(a `HEAD`, say).
+routes stay registered, so they are documented and serve what this layer passes on: a
+`HEAD`, and a browser's cross-origin request (an `Origin` header), which goes the whole
+way, through CORS.
 
 WebSocket handshakes get their request id and go straight to their endpoint (the
 `websocket_routes` given): the layers below (Starlette's exception middleware, its route
