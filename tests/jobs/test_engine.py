@@ -242,21 +242,11 @@ async def test_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
         await server.stop()
 
 
-async def test_retry_due_in_a_minute_gone_by_is_still_sent() -> None:
+@pytest.mark.parametrize("jobs", ["redis"], indirect=True)
+async def test_retry_due_in_a_minute_gone_by_is_still_sent(jobs: Jobs) -> None:
     """A retry is filed under the minute it is due. One whose minute ended before a
     scheduler read it (stored in a minute's last seconds, or while no worker led the
     scheduler) must still be sent, whatever `:` the key prefix holds."""
-    engine = Jobs(
-        redis_url=await require_shared_redis(),
-        prefix=random_prefix(),
-        registry=CollectorRegistry(),
-        max_attempts=3,
-        retry_delay=0.05,
-        retry_max_delay=0.2,
-        timeout=2.0,
-        claim_after=5.0,
-        concurrency=1,
-    )
     words: list[str] = []
     ran = asyncio.Event()
 
@@ -264,9 +254,9 @@ async def test_retry_due_in_a_minute_gone_by_is_still_sent() -> None:
         words.append(word)
         ran.set()
 
-    engine.register("test.late", late, retry=True)
-    assert engine.retry_source is not None
-    await engine.retry_source.add_schedule(
+    jobs.register("test.late", late, retry=True)
+    assert jobs.retry_source is not None
+    await jobs.retry_source.add_schedule(
         ScheduledTask(
             schedule_id=uuid.uuid4().hex,
             task_name="test.late",
@@ -276,10 +266,7 @@ async def test_retry_due_in_a_minute_gone_by_is_still_sent() -> None:
             time=datetime.now(UTC) - timedelta(minutes=3),
         )
     )
-    try:
-        async with running(engine):
-            async with asyncio.timeout(20):
-                await ran.wait()
-    finally:
-        await engine.stop()
+    async with running(jobs):
+        async with asyncio.timeout(20):
+            await ran.wait()
     assert words == ["again"]
