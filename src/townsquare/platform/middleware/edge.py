@@ -125,11 +125,10 @@ class EdgeMiddleware:
         start = time.perf_counter()
         request_id = bind_request_id(scope)
         request_id_header = (_REQUEST_ID_NAME, request_id.encode("latin-1"))
-        if scope["method"] == "GET" and not _has_origin(scope):
-            answer = self.answers.get(scope["path"])
-            if answer is not None:
-                await self._answer(scope, send, answer, request_id_header, start)
-                return
+        answer = self.answers.get(scope["path"])
+        if answer is not None and scope["method"] == "GET" and not _has_origin(scope):
+            await self._answer(scope, send, answer, request_id_header, start)
+            return
         added = [*self.headers, request_id_header]
         status = 500  # an exception escaping the app ends as a 500
 
