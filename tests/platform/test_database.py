@@ -91,10 +91,15 @@ async def test_concurrent_reads_reuse_the_pools_connections(small_pool_app: Fast
     # The sign-up's verification mail is a job of this process; it may still hold a
     # connection (it queued behind the forty requests).
     await small_pool_app.state.jobs.idle()
-    assert database.engine.pool.status().endswith("Current Checked out connections: 0")
+    # What stays checked out is only what the reads keep borrowed between statements
+    # (platform/leases.py), and that goes back to the pool when asked.
+    assert database.leases is not None
+    assert database.engine.pool.checkedout() == database.leases.borrowed  # type: ignore[attr-defined]
+    await database.leases.close()
+    assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-async def test_connection_killed_under_the_pool_gives_one_503_then_recovers(
+async def test_connection_killed_under_the_pool_costs_at_most_one_503_then_recovers(
     postgresql_database_url: str,
 ) -> None:
     settings = make_settings(database_url=postgresql_database_url, database_pool_size=1)
@@ -126,9 +131,13 @@ async def test_connection_killed_under_the_pool_gives_one_503_then_recovers(
                             pytest.fail(f"backend {pid} still alive")
                 finally:
                     await killer.dispose()
-                broken = await client.get(f"/users/{user_id}", headers=headers)
-                assert broken.status_code == 503
-                assert broken.headers["retry-after"] == "1"
+                # A connection the client already knows is closed is dropped before use
+                # (platform/leases.py); one whose end it has not seen yet fails its one
+                # request with 503 and is dropped.
+                first = await client.get(f"/users/{user_id}", headers=headers)
+                assert first.status_code in (200, 503)
+                if first.status_code == 503:
+                    assert first.headers["retry-after"] == "1"
                 assert (await client.get(f"/users/{user_id}", headers=headers)).status_code == 200
         finally:
             await databases.empty_tables(database.engine)

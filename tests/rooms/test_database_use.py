@@ -57,7 +57,10 @@ async def test_idle_sockets_hold_no_pooled_connection(
             stack.push_async_callback(client.close)
             await client.join(room)
             await client.ping()
-        assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        # Checked out, if anything, are only the connections reads keep between their
+        # statements (platform/leases.py), which go back whenever anyone waits.
+        assert database.leases is not None
+        assert database.engine.pool.checkedout() == database.leases.borrowed  # type: ignore[attr-defined]
 
 
 async def test_handshake_while_pool_stays_busy_is_closed_with_1013_then_served(

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import asyncpg
 from sqlalchemy import DateTime, MetaData, Select, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -20,9 +19,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import await_only, greenlet_spawn
 
-from townsquare.platform.errors import DatabaseUnavailable
+from townsquare.platform.leases import LeasedConnections
 from townsquare.platform.pool import FairAsyncQueuePool
 
 # Stable constraint names, so migrations can drop and alter what they created.
@@ -83,12 +81,16 @@ class Database:
     # one-row read is one round trip. Never for a read that needs a consistent
     # snapshot over several statements, nor for a write.
     read_engine: AsyncEngine
+    # PostgreSQL: pool connections kept borrowed between `DirectRead` statements.
+    leases: LeasedConnections | None = None
 
     def reader(self) -> AsyncConnection:
         """`async with database.reader() as connection:` one autocommit connection."""
         return self.read_engine.connect()
 
     async def dispose(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
         await self.engine.dispose()
 
 
@@ -128,36 +130,13 @@ class DirectRead:
 
     async def _run(self, database: Database, method: str, params: Mapping[str, Any]) -> Any:
         sql, names = self._compiled or self._compile(database.engine.dialect)
-        args = [params[name] for name in names]
-        # Checkout, statement and checkin in one greenlet: the pool is SQLAlchemy's
-        # synchronous code, and each greenlet_spawn costs a greenlet of its own.
-        return await greenlet_spawn(_run_raw, database.engine.sync_engine, method, sql, args)
+        assert database.leases is not None  # every asyncpg database has them
+        return await database.leases.run(method, sql, [params[name] for name in names])
 
     def _compile(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
         compiled = self.statement.compile(dialect=dialect)
         self._compiled = compiled.string, tuple(compiled.positiontup or ())
         return self._compiled
-
-
-def _run_raw(engine: Engine, method: str, sql: str, args: list[Any]) -> Any:
-    # The pool's connection itself, not a Connection: no transaction, no result
-    # machinery; asyncpg prepares the statement once per connection.
-    raw = engine.raw_connection()
-    try:
-        driver: Any = raw.driver_connection
-        return await_only(getattr(driver, method)(sql, *args))
-    except (
-        OSError,
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        # The protocol caught mid-operation when the server cut the connection.
-        asyncpg.InternalClientError,
-    ) as exc:
-        # The connection broke (a restart, a failover): never hand it out again.
-        raw.invalidate(exc)
-        raise DatabaseUnavailable() from exc
-    finally:
-        raw.close()
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -205,4 +184,5 @@ def create_database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         read_engine=engine.execution_options(isolation_level="AUTOCOMMIT"),
+        leases=None if url.startswith("sqlite") else LeasedConnections(engine.sync_engine),
     )

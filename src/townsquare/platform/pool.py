@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
@@ -48,6 +49,13 @@ class FairQueue(QueueCommon[T]):
         self.use_lifo = use_lifo
         self._items: deque[T] = deque()
         self._waiters: deque[asyncio.Future[T]] = deque()
+        # Called (synchronously, once per getter) when a getter starts waiting: what
+        # holds connections outside the queue (platform/leases.py) gives idle ones back.
+        self.on_wait: Callable[[], None] | None = None
+
+    def waiting(self) -> bool:
+        """Whether a getter waits for a connection."""
+        return bool(self._waiters) and any(not waiter.done() for waiter in self._waiters)
 
     def empty(self) -> bool:
         return not self._items
@@ -85,6 +93,8 @@ class FairQueue(QueueCommon[T]):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[T] = loop.create_future()
         self._waiters.append(waiter)
+        if self.on_wait is not None:
+            self.on_wait()
         timer = loop.call_later(timeout, _time_out, waiter) if timeout is not None else None
         try:
             return await_(waiter)
