@@ -21,6 +21,7 @@ from townsquare.platform.dependencies import (
     SettingsDep,
 )
 from townsquare.platform.errors import responses
+from townsquare.platform.responses import ModelResponse
 from townsquare.platform.jobs import JobsUnavailable
 from townsquare.users import service as users_service
 from townsquare.users.exceptions import (
@@ -115,15 +116,15 @@ async def get_user(
     user_id: Annotated[int, Path(ge=1, le=MAX_DB_INT, description="The user's id.")],
     viewer: CurrentUser,
     database: DatabaseDep,
-) -> UserRead | UserPublic:
-    return _visible(await users_service.read_user(database, user_id), viewer)
+) -> ModelResponse:
+    return ModelResponse(_visible(await users_service.read_user(database, user_id), viewer))
 
 
 @router.get("/me", response_model=UserRead, responses=_AUTH)
-async def read_me(user: CurrentUser, database: DatabaseDep) -> UserRead:
+async def read_me(user: CurrentUser, database: DatabaseDep) -> ModelResponse:
     me = _visible(await users_service.read_user(database, user.id), user)
     assert isinstance(me, UserRead)  # one's own account is always shown in full
-    return me
+    return ModelResponse(me)
 
 
 @router.patch(
