@@ -21,8 +21,8 @@ from townsquare.platform.dependencies import (
     SettingsDep,
 )
 from townsquare.platform.errors import responses
-from townsquare.platform.responses import ModelResponse
 from townsquare.platform.jobs import JobsUnavailable
+from townsquare.platform.responses import ModelResponse
 from townsquare.users import service as users_service
 from townsquare.users.exceptions import (
     CannotDemoteSelf,
