@@ -4,7 +4,10 @@ import asyncio
 import io
 import json
 import logging
+import logging.config
 import threading
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,13 +17,16 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import MakeAccount
 from tests.platform.conftest import CapturedLogs
+from townsquare.platform.context import set_user_id
 from townsquare.platform.database import Database
 from townsquare.platform.logging import (
+    AccessLog,
     JsonFormatter,
     LoopTurnStreamHandler,
     RedactQueryStrings,
     logging_config,
 )
+from townsquare.platform.middleware.request_id import bind_request_id
 
 
 async def test_login_and_bearer_requests_never_log_password_or_token(
@@ -223,3 +229,94 @@ def test_a_line_left_by_a_loop_that_closed_does_not_hold_back_the_next_loops_lin
     finally:
         second.close()
     assert "".join(stream.writes) == "left behind\nnext loop\n"
+
+
+@pytest.fixture
+def configured_logging() -> Iterator[_Writes]:
+    """Logging as `configure_logging` sets it up, into a stream of the test's; the root
+    logger's set-up is put back afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.filters[:], root.level)
+    stream = _Writes()
+    logging.config.dictConfig(logging_config("INFO"))
+    handler = root.handlers[0]
+    assert isinstance(handler, LoopTurnStreamHandler)
+    handler.setStream(stream)
+    yield stream
+    root.handlers[:], root.filters[:] = saved[0], saved[1]
+    root.setLevel(saved[2])
+
+
+def test_access_line_built_directly_is_the_line_logging_would_write(
+    configured_logging: _Writes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)
+    request_id = bind_request_id({"type": "http", "headers": []})
+    set_user_id(7)
+    access = AccessLog("townsquare.access")
+
+    def log(user_id: int | None) -> None:
+        access.log(
+            method="GET",
+            route="/users/{user_id}",
+            status=200,
+            seconds=0.0012345,
+            client_ip="10.0.0.1",
+            user_id=user_id,
+        )
+
+    # pytest's own capture handler on the root logger would take the record path.
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if isinstance(h, LoopTurnStreamHandler)]
+    # As configured, the line skips `logging`'s record, filters and formatter.
+    assert access._direct_handler() is logging.getLogger().handlers[0]
+    log(None)  # the user from the request's context
+    log(9)
+    # Anything else on the way (here a filter on a parent logger) takes the record path.
+    parent = logging.getLogger("townsquare")
+    passing = logging.Filter()
+    parent.addFilter(passing)
+    try:
+        assert access._direct_handler() is None
+        log(None)
+        log(9)
+    finally:
+        parent.removeFilter(passing)
+    logging.getLogger().handlers[0].flush()
+    lines = configured_logging.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[:2] == lines[2:]
+    assert json.loads(lines[0]) == {
+        "time": "2023-11-14T22:13:20.250+00:00",
+        "level": "INFO",
+        "logger": "townsquare.access",
+        "message": "GET /users/{user_id} 200",
+        "request_id": request_id,
+        "user_id": 7,
+        "method": "GET",
+        "route": "/users/{user_id}",
+        "status": 200,
+        "duration_ms": 1.23,
+        "client_ip": "10.0.0.1",
+    }
+    assert json.loads(lines[1])["user_id"] == 9
+
+
+def test_access_line_goes_through_logging_when_a_test_or_an_app_adds_a_handler(
+    configured_logging: _Writes,
+) -> None:
+    caught: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(record)
+
+    extra = Catch()
+    logging.getLogger().addHandler(extra)
+    try:
+        AccessLog("townsquare.access").log(
+            method="GET", route="/health", status=200, seconds=0.001, client_ip=None, user_id=None
+        )
+    finally:
+        logging.getLogger().removeHandler(extra)
+    assert [record.getMessage() for record in caught] == ["GET /health 200"]

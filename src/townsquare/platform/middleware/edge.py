@@ -28,13 +28,13 @@ nothing, since a socket's errors are its own close codes.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from townsquare.platform.logging import AccessLog
 from townsquare.platform.metrics import Metrics
 from townsquare.platform.middleware.request_id import HEADER, bind_request_id
 from townsquare.platform.routes import route_template
@@ -105,7 +105,7 @@ class EdgeMiddleware:
             )
             for path, body in (answers or {}).items()
         }
-        self.logger = logging.getLogger(logger_name)
+        self.access = AccessLog(logger_name)
         self._durations: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -185,17 +185,12 @@ class EdgeMiddleware:
         duration.observe(seconds)
         if status >= 500:
             self.metrics.server_errors.labels(label, route).inc()
-        logger = self.logger
-        if logger.isEnabledFor(logging.INFO):
-            client = scope.get("client")
-            state = scope.get("state") or {}
-            record = logging.LogRecord(
-                logger.name, logging.INFO, __file__, 0, "%s %s %d", (method, route, status), None
-            )
-            record.method = method
-            record.route = route
-            record.status = status
-            record.duration_ms = round(seconds * 1000, 2)
-            record.client_ip = client[0] if client else None
-            record.user_id = state.get("user_id")
-            logger.handle(record)
+        client = scope.get("client")
+        self.access.log(
+            method=method,
+            route=route,
+            status=status,
+            seconds=seconds,
+            client_ip=client[0] if client else None,
+            user_id=(scope.get("state") or {}).get("user_id"),
+        )
