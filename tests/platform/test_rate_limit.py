@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -181,10 +182,22 @@ async def test_500_concurrent_requests_against_a_limit_of_100_never_pass_uncheck
         rate_limit_redis_pool_size="2",
     )
     async with serve_app(app) as client:
+        # The limit counts in fixed minutes (platform/ratelimit.py): a burst across a
+        # minute's end meets two windows and may pass twice the limit. Start it with at
+        # least 15 s of the window left.
+        left = 60 - time.time() % 60
+        if left < 15:
+            await asyncio.sleep(left + 0.1)
+        window = int(time.time() // 60)
         responses = await asyncio.gather(*(client.get("/users/1") for _ in range(500)))
+        crossed = int(time.time() // 60) != window
     statuses = [r.status_code for r in responses]
-    assert statuses.count(401) == 100  # passed the limiter, refused by auth
-    assert statuses.count(429) == 400
+    passed = statuses.count(401)  # passed the limiter, refused by auth
+    assert passed + statuses.count(429) == 500
+    if crossed:  # a burst slower than 15 s: one more window, at most one more limit
+        assert 100 <= passed <= 200
+    else:
+        assert passed == 100
 
 
 async def test_rate_limit_with_redis_hung_counts_in_process_without_hanging(
