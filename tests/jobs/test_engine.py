@@ -10,9 +10,11 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
 from tests.support.brokers import eventually, random_prefix, require_shared_redis
@@ -270,3 +272,54 @@ async def test_retry_due_in_a_minute_gone_by_is_still_sent(jobs: Jobs) -> None:
         async with asyncio.timeout(20):
             await ran.wait()
     assert words == ["again"]
+
+
+async def test_stream_read_ends_on_cancel_even_when_a_library_swallowed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a worker's stop hung on: the read of the next job was cancelled, the error
+    # never came out of the Redis client, and the loop went on reading every second.
+    jobs = Jobs(
+        redis_url=await require_shared_redis(),
+        prefix=random_prefix(),
+        registry=CollectorRegistry(),
+        max_attempts=1,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+        timeout=2.0,
+        claim_after=5.0,
+        concurrency=1,
+    )
+    reading = asyncio.Event()
+    swallowed: list[bool] = []
+
+    async def swallowing(self: Redis, *args: Any, **kwargs: Any) -> Any:
+        # A blocking read that finds nothing, and swallows the first cancel it meets.
+        reading.set()
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+        return []
+
+    monkeypatch.setattr(Redis, "xreadgroup", swallowing)
+    await jobs.broker.startup()
+    messages = jobs.broker.listen()
+    try:
+        next_message = asyncio.ensure_future(anext(messages))
+        await reading.wait()
+        next_message.cancel()
+        # Ended by the next turn of its loop (a read blocks 1 s at most), not never.
+        done, _ = await asyncio.wait({next_message}, timeout=10)
+        assert done == {next_message}
+        assert next_message.cancelled()
+        assert swallowed == [True]
+    finally:
+        if not next_message.done():  # the second cancel is not swallowed
+            next_message.cancel()
+            await asyncio.wait({next_message}, timeout=10)
+        await messages.aclose()
+        await jobs.broker.shutdown()
+        await jobs.stop()

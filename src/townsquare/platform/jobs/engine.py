@@ -71,6 +71,13 @@ class ClaimingStreamBroker(RedisStreamBroker):
         last_claim = 0.0
         async with Redis(connection_pool=self.connection_pool) as redis:
             while True:
+                # Each read runs in the task of whoever awaits the next message.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled (the worker stopping), yet still here: the error was
+                    # swallowed on the way up (seen under load: the worker's stop then
+                    # waited forever on this loop). End the loop as the cancel asked.
+                    raise asyncio.CancelledError()
                 fetched: Any = await redis.xreadgroup(
                     self.consumer_group_name,
                     self.consumer_name,
