@@ -21,20 +21,25 @@ from tests.support.brokers import eventually, random_prefix, require_shared_redi
 from townsquare.platform.jobs import Jobs
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def jobs(request: pytest.FixtureRequest) -> AsyncIterator[Jobs]:
-    redis_url = await require_shared_redis() if request.param == "redis" else None
-    engine = Jobs(
+def _engine(redis_url: str | None, *, concurrency: int, max_attempts: int = 3) -> Jobs:
+    """An engine with fast retries, on its own prefix."""
+    return Jobs(
         redis_url=redis_url,
         prefix=random_prefix(),
         registry=CollectorRegistry(),
-        max_attempts=3,
+        max_attempts=max_attempts,
         retry_delay=0.05,
         retry_max_delay=0.2,
         timeout=2.0,
         claim_after=5.0,
-        concurrency=4,
+        concurrency=concurrency,
     )
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def jobs(request: pytest.FixtureRequest) -> AsyncIterator[Jobs]:
+    redis_url = await require_shared_redis() if request.param == "redis" else None
+    engine = _engine(redis_url, concurrency=4)
     yield engine
     await engine.stop()
 
@@ -132,17 +137,7 @@ async def test_enqueue_with_redis_down_raises_jobs_unavailable() -> None:
     from tests.support.server import free_port
     from townsquare.platform.jobs import JobsUnavailable
 
-    engine = Jobs(
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        prefix=random_prefix(),
-        registry=CollectorRegistry(),
-        max_attempts=3,
-        retry_delay=0.05,
-        retry_max_delay=0.2,
-        timeout=2.0,
-        claim_after=5.0,
-        concurrency=4,
-    )
+    engine = _engine(f"redis://127.0.0.1:{free_port()}/0", concurrency=4)
 
     async def noop() -> None:
         return None
@@ -204,17 +199,7 @@ async def test_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
         pytest.skip("no redis-server binary")
     server = RedisServer(tmp_path)
     await server.start()
-    engine = Jobs(
-        redis_url=server.url,
-        prefix=random_prefix(),
-        registry=CollectorRegistry(),
-        max_attempts=3,
-        retry_delay=0.05,
-        retry_max_delay=0.2,
-        timeout=2.0,
-        claim_after=5.0,
-        concurrency=2,
-    )
+    engine = _engine(server.url, concurrency=2)
     ran = asyncio.Event()
 
     async def job() -> None:
@@ -279,17 +264,7 @@ async def test_stream_read_ends_on_cancel_even_when_a_library_swallowed_it(
 ) -> None:
     # What a worker's stop hung on: the read of the next job was cancelled, the error
     # never came out of the Redis client, and the loop went on reading every second.
-    jobs = Jobs(
-        redis_url=await require_shared_redis(),
-        prefix=random_prefix(),
-        registry=CollectorRegistry(),
-        max_attempts=1,
-        retry_delay=0.05,
-        retry_max_delay=0.2,
-        timeout=2.0,
-        claim_after=5.0,
-        concurrency=1,
-    )
+    jobs = _engine(await require_shared_redis(), concurrency=1, max_attempts=1)
     reading = asyncio.Event()
     swallowed: list[bool] = []
 

@@ -70,6 +70,13 @@ async def _running(query: str) -> int:
     raise AssertionError(f"{query!r} never ran")
 
 
+async def _slow_read(leases: LeasedConnections, seconds: int) -> tuple[asyncio.Future[Any], int]:
+    """A read sleeping `seconds` on the server, once it runs, and its backend's pid."""
+    query = f"SELECT pg_sleep({seconds}) /* {uuid.uuid4()} */"
+    read = asyncio.ensure_future(leases.run("fetchval", query, []))
+    return read, await _running(query)
+
+
 async def _terminate(pid: int) -> None:
     """Ends backend `pid` from a connection of its own and waits until it is gone."""
     connection = await asyncpg.connect(DSN)
@@ -162,9 +169,7 @@ async def test_a_connection_killed_mid_statement_fails_that_read_and_is_never_re
     leased: Factory,
 ) -> None:
     database, leases = await leased(pool_size=1)
-    query = f"SELECT pg_sleep(30) /* {uuid.uuid4()} */"
-    read = asyncio.ensure_future(leases.run("fetchval", query, []))
-    pid = await _running(query)
+    read, pid = await _slow_read(leases, 30)
     await _terminate(pid)
     with pytest.raises(DatabaseUnavailable):
         await read
@@ -176,9 +181,7 @@ async def test_a_cancelled_read_closes_its_connection_and_the_next_read_gets_ano
     leased: Factory,
 ) -> None:
     database, leases = await leased(pool_size=1)
-    query = f"SELECT pg_sleep(2) /* {uuid.uuid4()} */"
-    read = asyncio.ensure_future(leases.run("fetchval", query, []))
-    pid = await _running(query)
+    read, pid = await _slow_read(leases, 2)
     read.cancel()
     with pytest.raises(asyncio.CancelledError):
         await read

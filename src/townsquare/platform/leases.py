@@ -232,13 +232,17 @@ class LeasedConnections:
 
     # -- handing idle connections back ---------------------------------------------------
 
-    def _pool_waiting(self) -> bool:
+    def _pool_queue(self) -> FairQueue[Any] | None:
         queue = getattr(self._engine.pool, "_pool", None)
-        return isinstance(queue, FairQueue) and queue.waiting()
+        return queue if isinstance(queue, FairQueue) else None
+
+    def _pool_waiting(self) -> bool:
+        queue = self._pool_queue()
+        return queue is not None and queue.waiting()
 
     def _watch_pool(self) -> None:
-        queue = getattr(self._engine.pool, "_pool", None)
-        if isinstance(queue, FairQueue) and queue.on_wait is None:
+        queue = self._pool_queue()
+        if queue is not None and queue.on_wait is None:
             queue.on_wait = self._on_pool_wait
 
     def _on_pool_wait(self) -> None:

@@ -152,35 +152,30 @@ class LoopTurnStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            loop = _running_loop()
-            if loop is None or record.levelno >= logging.WARNING:
-                self._pending.append(line)
-                self._write_pending()
-                return
-            if self._writing_on is not loop:
-                # Also when the loop that was to write it closed first (a test's).
-                loop.call_soon(self._end_of_turn)
-                self._writing_on = loop
-            self._pending.append(line)
+            self._queue(
+                self.format(record) + self.terminator, at_once=record.levelno >= logging.WARNING
+            )
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
     def emit_line(self, line: str) -> None:
-        """Queue `line`, already formatted, as `emit` queues a record's (INFO, this
-        thread)."""
+        """Queue `line`, already formatted, as `emit` queues an INFO record's."""
         with self.lock:  # type: ignore[union-attr]
-            loop = _running_loop()
-            if loop is None:
-                self._pending.append(line + self.terminator)
-                self._write_pending()
-                return
-            if self._writing_on is not loop:
-                loop.call_soon(self._end_of_turn)
-                self._writing_on = loop
-            self._pending.append(line + self.terminator)
+            self._queue(line + self.terminator, at_once=False)
+
+    def _queue(self, line: str, *, at_once: bool) -> None:
+        loop = _running_loop()
+        if loop is None or at_once:
+            self._pending.append(line)
+            self._write_pending()
+            return
+        if self._writing_on is not loop:
+            # Also when the loop that was to write it closed first (a test's).
+            loop.call_soon(self._end_of_turn)
+            self._writing_on = loop
+        self._pending.append(line)
 
     def _end_of_turn(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
